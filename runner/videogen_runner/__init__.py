@@ -1,0 +1,1 @@
+"""videogen runner: one Wan2.2 generation, from a request to an MP4 in S3."""

@@ -1,0 +1,3 @@
+from videogen_runner.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""The result of one run, as written to the termination message and to Redis.
+
+The operator parses it with this same model, so a Redis outage loses nothing: the
+termination message (at most 4 KiB) carries the whole outcome.
+"""
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+TERMINATION_MESSAGE_LIMIT = 4096
+
+
+class VideoOutput(BaseModel):
+    uri: str | None = Field(default=None, description="s3://bucket/key, when uploaded.")
+    path: str = Field(description="Local MP4 path inside the pod.")
+    bytes: int
+    sha256: str
+    frames: int
+    width: int
+    height: int
+    fps: int
+
+
+class Timings(BaseModel):
+    """Seconds spent in each stage."""
+
+    load: float = 0.0
+    encode: float = 0.0
+    denoise: float = 0.0
+    decode: float = 0.0
+    export: float = 0.0
+    upload: float = 0.0
+    total: float = 0.0
+
+
+class RunResult(BaseModel):
+    task_id: str
+    status: Literal["succeeded", "failed"]
+    exit_code: int
+    reason: str | None = None
+    message: str | None = None
+    seed: int | None = None
+    attention_backend: str | None = None
+    output: VideoOutput | None = None
+    timings: Timings = Field(default_factory=Timings)
+
+    def termination_message(self) -> str:
+        """Compact JSON under the kubelet's 4 KiB limit; only the free-text message is ever cut."""
+        text = self.model_dump_json(exclude_none=True)
+        if len(text.encode()) <= TERMINATION_MESSAGE_LIMIT:
+            return text
+        overflow = len(text.encode()) - TERMINATION_MESSAGE_LIMIT + 16
+        cut = (self.message or "").encode()[: max(0, len((self.message or "").encode()) - overflow)]
+        return self.model_copy(update={"message": cut.decode(errors="ignore") + "…"}).model_dump_json(exclude_none=True)

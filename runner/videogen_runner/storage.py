@@ -1,0 +1,100 @@
+"""S3 upload of the MP4, and fetching the input image.
+
+Credentials come only from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, …), as
+boto3 reads them; nothing in the request can carry one.
+"""
+
+import ipaddress
+import socket
+import urllib.request
+from io import BytesIO
+from pathlib import Path
+from urllib.parse import urlparse
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from PIL import Image
+
+from videogen_runner.errors import InputUnavailable, InvalidRequest, UploadFailed
+from videogen_runner.request import Output
+
+MAX_IMAGE_BYTES = 32 << 20
+# Multipart above 64 MiB, in 64 MiB parts: few parts for a typical video, resumable for large ones.
+TRANSFER = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20, max_concurrency=4)
+
+
+def s3_client(output: Output):
+    config = Config(
+        retries={"max_attempts": 5, "mode": "standard"},  # exponential backoff with jitter
+        connect_timeout=10,
+        read_timeout=60,
+        s3={"addressing_style": "path" if output.endpoint_url else "auto"},
+    )
+    return boto3.client("s3", endpoint_url=output.endpoint_url, region_name=output.region, config=config)
+
+
+def upload(path: Path, output: Output, key: str, metadata: dict[str, str]) -> str:
+    """Uploads the MP4 and returns its s3:// URI; any failure is retryable."""
+    try:
+        s3_client(output).upload_file(
+            str(path),
+            output.bucket,
+            key,
+            ExtraArgs={"ContentType": "video/mp4", "Metadata": metadata},
+            Config=TRANSFER,
+        )
+    except (BotoCoreError, ClientError, OSError) as e:
+        raise UploadFailed(f"upload to s3://{output.bucket}/{key} failed: {e}") from e
+    return f"s3://{output.bucket}/{key}"
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect could lead past check_image_url to a forbidden address: refuse it."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        raise InvalidRequest(f"image: {req.full_url} redirects to {newurl}; redirects are not followed")
+
+
+_HTTPS = urllib.request.build_opener(_NoRedirect)
+
+
+def check_image_url(url: str) -> None:
+    """Refuses URLs that would reach the node itself or cloud metadata (link-local, loopback)."""
+    parsed = urlparse(url)
+    if parsed.scheme == "s3":
+        if not parsed.netloc or not parsed.path.strip("/"):
+            raise InvalidRequest(f"image: {url!r} must be s3://bucket/key")
+        return
+    if parsed.scheme != "https" or not parsed.hostname:
+        raise InvalidRequest(f"image: {url!r} must be an s3:// or https:// URL")
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(parsed.hostname, parsed.port or 443)}
+    except socket.gaierror as e:
+        raise InputUnavailable(f"image: cannot resolve {parsed.hostname}: {e}") from e
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%")[0])
+        if ip.is_link_local or ip.is_loopback or ip.is_unspecified or ip.is_multicast:
+            raise InvalidRequest(f"image: {parsed.hostname} resolves to {ip}, which is not allowed")
+
+
+def fetch_image(url: str, output: Output) -> Image.Image:
+    """Downloads the first frame (s3:// through the same S3 endpoint and credentials)."""
+    check_image_url(url)
+    parsed = urlparse(url)
+    try:
+        if parsed.scheme == "s3":
+            body = s3_client(output).get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"]
+            data = body.read(MAX_IMAGE_BYTES + 1)
+        else:
+            with _HTTPS.open(url, timeout=30) as response:
+                data = response.read(MAX_IMAGE_BYTES + 1)
+    except (BotoCoreError, ClientError, OSError) as e:
+        raise InputUnavailable(f"image: cannot fetch {url}: {e}") from e
+    if len(data) > MAX_IMAGE_BYTES:
+        raise InvalidRequest(f"image: {url} is larger than {MAX_IMAGE_BYTES >> 20} MiB")
+    try:
+        return Image.open(BytesIO(data)).convert("RGB")
+    except OSError as e:
+        raise InvalidRequest(f"image: {url} is not a readable image: {e}") from e
