@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from videogen_runner.errors import InvalidRequest, OutOfGpuMemory, RunnerError, Terminated
+from videogen_runner.model_folder import infer_preset
 from videogen_runner.presets import PRESETS
 from videogen_runner.progress import ProgressReporter
 from videogen_runner.request import TASK_ID_PATTERN, GenerationRequest, Reporting
@@ -104,8 +105,6 @@ def request_document(args: argparse.Namespace) -> dict:
     put("model.path", args.model_path)
     put("model.preset", args.preset)
     if doc.get("model", {}).get("path") and not doc["model"].get("preset"):
-        from videogen_runner.model_folder import infer_preset
-
         put("model.preset", infer_preset(doc["model"]["path"]))
     for name in ("task", "prompt", "negative_prompt", "image", "width", "height", "frames", "fps", "steps",
                  "guidance_scale", "guidance_scale_2", "flow_shift", "seed"):

@@ -1,0 +1,127 @@
+"""Real services for the tests: redis-server, an S3 protocol server (moto) and tiny models.
+
+Each server is a real process on 127.0.0.1 with a free port, started and stopped within a
+deadline, so a test can take it down to check what an outage does.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+import redis
+
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, timeout: float, what: str) -> None:
+    """Polls `check` until it returns truthy, failing with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 - not ready yet
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} not ready after {timeout}s")
+
+
+class Server:
+    """A child process listening on a port of 127.0.0.1."""
+
+    def __init__(self, name: str, command: list[str], port: int, ready, log: Path):
+        self.name, self.command, self.port, self.ready, self.log = name, command, port, ready, log
+        self.process = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        wait_until(self.ready, 30, self.name)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.process = None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: run hack/test.sh, which installs it")
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    server = Server("redis-server", [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                                     "--appendonly", "no", "--dir", str(folder)],
+                    port, lambda: redis.Redis(port=port, socket_timeout=1).ping(), folder / "log")
+    server.url = f"redis://127.0.0.1:{port}/0"
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    if redis_server.process is None:
+        redis_server.start()
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    client.flushall()
+    return client
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """moto's standalone server: the S3 REST protocol over HTTP, in its own process."""
+    port = free_port()
+    folder = tmp_path_factory.mktemp("s3")
+    endpoint = f"http://127.0.0.1:{port}"
+    server = Server("moto_server", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], port,
+                    lambda: s3_client(endpoint).list_buckets(), folder / "log")
+    server.endpoint = endpoint
+    server.start()
+    yield server
+    server.stop()
+
+
+def s3_client(endpoint: str):
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+@pytest.fixture
+def s3(s3_server):
+    """A client and a fresh bucket on the running S3 server."""
+    if s3_server.process is None:
+        s3_server.start()
+    client = s3_client(s3_server.endpoint)
+    bucket = f"videos-{os.urandom(4).hex()}"
+    client.create_bucket(Bucket=bucket)
+    client.bucket = bucket
+    return client
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """A tiny random-weight model of each Wan2.2 family, written once per session."""
+    from videogen_runner import tiny
+
+    root = tmp_path_factory.mktemp("models")
+    return {family: tiny.write(root / family, family) for family in ("ti2v-5b", "t2v-a14b", "i2v-a14b")}
