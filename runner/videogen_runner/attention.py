@@ -17,6 +17,20 @@ log = logging.getLogger(__name__)
 CUDA_PREFERENCE = ("_flash_3", "native")
 
 
+def use_fa3_fwd() -> bool:
+    """Serves diffusers' `_flash_3` backend from the fa3-fwd wheel (FlashAttention-3, forward
+    only, on PyPI), which diffusers does not look for: it expects FA3 built from source."""
+    try:
+        from fa3_fwd_interface import flash_attn_func
+    except Exception:  # noqa: BLE001 - absent, or built for another torch
+        return False
+    from diffusers.models import attention_dispatch
+
+    attention_dispatch.flash_attn_3_func = flash_attn_func
+    attention_dispatch._CAN_USE_FLASH_ATTN_3 = True
+    return True
+
+
 def works(backend: str, device: torch.device, dtype: torch.dtype) -> bool:
     """Runs one small attention call with `backend` and checks it against the math reference."""
     try:
@@ -41,9 +55,13 @@ def works(backend: str, device: torch.device, dtype: torch.dtype) -> bool:
 
 def choose(requested: str, device: torch.device, dtype: torch.dtype) -> str:
     """The requested backend if it works, else the fastest that does ('native' always does)."""
+    if device.type == "cuda" and requested == "_flash_3":
+        use_fa3_fwd()
     if requested != "auto":
         if works(requested, device, dtype):
             return requested
         log.warning("attention backend %r does not run on this machine; choosing automatically", requested)
+    if device.type == "cuda":
+        use_fa3_fwd()
     candidates = CUDA_PREFERENCE if device.type == "cuda" else ("native",)
     return next(b for b in candidates if b == "native" or works(b, device, dtype))

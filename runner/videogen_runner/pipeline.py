@@ -1,19 +1,26 @@
-"""Loading a Wan2.2 diffusers pipeline from a local folder, configured by the request.
+"""The model side of the runner, in two verbs: load() once, then generate_frames().
 
-setup() of the runner: everything that happens once, before the first step.
+Storage, progress and retries live elsewhere (generate.py); the benchmark calls these same
+functions on full-size random-weight models, so what it measures is what pods run.
 """
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline, WanPipeline
+from PIL import Image
 
 from videogen_runner import attention
 from videogen_runner.errors import InvalidRequest
 from videogen_runner.request import GenerationRequest
+from videogen_runner.result import Timings
 
 log = logging.getLogger(__name__)
+MAX_SEQUENCE_LENGTH = 512  # UMT5 tokens, as Wan2.2 was trained
 
 
 @dataclass
@@ -29,39 +36,57 @@ def pipeline_class(request: GenerationRequest) -> type:
 
 
 def load(request: GenerationRequest) -> LoadedPipeline:
-    # 1. Where and in which precision: bf16 transformers on GPU, the VAE always in fp32
-    #    (diffusers' Wan docs: the VAE loses detail in half precision).
+    """Reads the weights from the model folder and configures the pipeline for the request."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    gpus = torch.cuda.device_count()
     path = request.model.path
+    # The VAE stays in fp32 (diffusers' Wan docs: it loses detail in half precision). Weights go
+    # from safetensors straight to their device; several GPUs share the components ("balanced").
+    if torch.cuda.device_count() > 1:
+        device_map = "balanced"
+    else:
+        device_map = str(device) if request.acceleration.offload == "none" else None
+    vae_device_map = None if device_map == "balanced" else device_map
+    vae = AutoencoderKLWan.from_pretrained(path, subfolder="vae", dtype=torch.float32, device_map=vae_device_map)
+    pipe = pipeline_class(request).from_pretrained(path, vae=vae, dtype=dtype, device_map=device_map)
+    return configure(pipe, request, device)
 
-    # 2. Components: the VAE separately in fp32, the rest in `dtype`. Several GPUs: the experts
-    #    and encoders spread over them ("balanced") instead of offloading to the CPU.
-    vae = AutoencoderKLWan.from_pretrained(path, subfolder="vae", dtype=torch.float32)
-    placement = {"device_map": "balanced"} if gpus > 1 and request.acceleration.offload == "none" else {}
-    pipe = pipeline_class(request).from_pretrained(path, vae=vae, dtype=dtype, **placement)
 
-    # 3. Sampling: the flow-matching UniPC solver with the request's shift.
+def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedPipeline:
+    """Sampling, LoRAs, placement and the exact accelerations, as the request asks."""
+    acceleration = request.acceleration
+    # 1. Sampling: the flow-matching UniPC solver with the request's shift.
     pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=request.flow_shift)
 
-    # 4. LoRAs, into one or both experts.
+    # 2. LoRAs, into one or both experts.
     load_loras(pipe, request)
 
-    # 5. Placement on the GPU (or offload when asked).
-    if request.acceleration.offload == "model":
+    # 3. TI2V-5B without an image gives every token the same timestep: one modulation vector per
+    #    video instead of one per token (27k at 720p) computes the same numbers with less work.
+    if acceleration.uniform_timesteps and pipe.config.expand_timesteps and isinstance(pipe, WanPipeline):
+        pipe.register_to_config(expand_timesteps=False)
+
+    # 4. Placement: offload when asked, else everything on the device (unless already spread).
+    if acceleration.offload == "model":
         pipe.enable_model_cpu_offload()
-    elif request.acceleration.offload == "sequential":
+    elif acceleration.offload == "sequential":
         pipe.enable_sequential_cpu_offload()
-    elif not placement:
+    elif getattr(pipe, "hf_device_map", None) is None:
         pipe.to(device)
 
-    # 6. Attention: the fastest backend verified to run here.
-    backend = attention.choose(request.acceleration.attention_backend, device, dtype)
-    for transformer in (pipe.transformer, getattr(pipe, "transformer_2", None)):
-        if transformer is not None:
-            transformer.set_attention_backend(backend)
-    log.info("loaded %s on %s (%d GPU), attention %s", request.model.preset, device, gpus, backend)
+    # 5. Attention: the fastest backend verified to run here.
+    backend = attention.choose(acceleration.attention_backend, device, pipe.transformer.dtype)
+    transformers = [t for t in (pipe.transformer, getattr(pipe, "transformer_2", None)) if t is not None]
+    for transformer in transformers:
+        transformer.set_attention_backend(backend)
+
+    # 6. Regional compilation: the repeated transformer block compiled once, reused 30-40 times.
+    if acceleration.compile and device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # the VAE's 3D convolutions pick their fastest kernels
+        for transformer in transformers:
+            transformer.compile_repeated_blocks(fullgraph=True)
+    log.info("configured %s on %s: attention %s, compile %s", request.model.preset, device, backend,
+             acceleration.compile and device.type == "cuda")
     return LoadedPipeline(pipe=pipe, device=device, attention_backend=backend)
 
 
@@ -84,3 +109,69 @@ def load_loras(pipe, request: GenerationRequest) -> None:
     for target, (names, weights) in adapters.items():
         if names:
             getattr(pipe, target).set_adapters(names, weights)
+
+
+def generate_frames(
+    loaded: LoadedPipeline,
+    request: GenerationRequest,
+    seed: int,
+    image: Image.Image | None,
+    timings: Timings,
+    on_stage: Callable[[str], None] = lambda stage: None,
+    on_step: Callable[[int, int], None] = lambda step, total: None,
+) -> np.ndarray:
+    """Text → latents → frames: float (1, frames, H, W, 3) in [0, 1]. Fills encode/denoise/decode timings."""
+    pipe = loaded.pipe
+    sync = torch.cuda.synchronize if loaded.device.type == "cuda" else (lambda: None)
+
+    # 1. Encode the prompts once, so the stage is visible and timed on its own.
+    on_stage("encoding")
+    started = time.perf_counter()
+    guided = request.guidance_scale > 1.0 or (request.guidance_scale_2 or 0.0) > 1.0
+    with torch.inference_mode():
+        prompt_embeds, negative_prompt_embeds = pipe.encode_prompt(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            do_classifier_free_guidance=guided,
+            max_sequence_length=MAX_SEQUENCE_LENGTH,
+        )
+    sync()
+    timings.encode = round(time.perf_counter() - started, 3)
+
+    # 2. Denoise, then decode with the VAE (the pipeline's last act). The step callback
+    #    reports progress and marks where decoding starts.
+    on_stage("denoising")
+    started = time.perf_counter()
+    decode_started = []
+
+    def on_step_end(_pipe, i, _t, callback_kwargs):
+        sync()
+        on_step(i + 1, request.steps)
+        if i + 1 == request.steps:
+            decode_started.append(time.perf_counter())
+            on_stage("decoding")
+        return callback_kwargs
+
+    call = dict(
+        prompt_embeds=prompt_embeds,
+        negative_prompt_embeds=negative_prompt_embeds,
+        height=request.height,
+        width=request.width,
+        num_frames=request.frames,
+        num_inference_steps=request.steps,
+        guidance_scale=request.guidance_scale,
+        # A CPU generator draws the same noise on any device: a seed means one video.
+        generator=torch.Generator(device="cpu").manual_seed(seed),
+        output_type="np",
+        callback_on_step_end=on_step_end,
+    )
+    if request.guidance_scale_2 is not None:
+        call["guidance_scale_2"] = request.guidance_scale_2
+    if image is not None:
+        call["image"] = image
+    with torch.inference_mode():
+        frames = pipe(**call).frames
+    sync()
+    timings.denoise = round(decode_started[0] - started, 3)
+    timings.decode = round(time.perf_counter() - decode_started[0], 3)
+    return frames

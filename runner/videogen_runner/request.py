@@ -81,6 +81,10 @@ class Acceleration(Strict):
     offload: Literal["none", "model", "sequential"] = Field(
         default="none", description="CPU offload when the model does not fit the GPU."
     )
+    compile: bool = Field(default=True, description="Regional torch.compile of the transformer blocks (GPU).")
+    uniform_timesteps: bool = Field(
+        default=True, description="TI2V-5B text-to-video: one timestep embedding per video, not per token (exact)."
+    )
 
 
 class GenerationRequest(Strict):

@@ -1,0 +1,180 @@
+"""GPU benchmark: the runner's generation path on full-size Wan2.2 architectures.
+
+No checkpoint can be downloaded on the GPU machine, so each architecture is built with random
+weights (the real configs of the Wan-AI/Wan2.2-*-Diffusers repositories). Speed does not depend
+on the weights' values. Each variant runs through videogen_runner.pipeline.configure() and
+generate_frames(), exactly as pods do; "diffusers" is the same path with every acceleration off
+(diffusers' defaults), so the two are compared in one process on one card.
+
+    python bench/wan_bench.py --model ti2v-5b --steps 6 [--variants diffusers,runner] [--tiny]
+
+Prints one table (the last lines) and writes JSON to $OUT (or --out).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+from transformers import UMT5Config, UMT5EncoderModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runner"))
+from videogen_runner import pipeline, tiny  # noqa: E402
+from videogen_runner.presets import PRESETS  # noqa: E402
+from videogen_runner.request import GenerationRequest  # noqa: E402
+from videogen_runner.result import Timings  # noqa: E402
+
+# transformer/config.json and vae/config.json of the published Diffusers checkpoints.
+ARCHITECTURES = {
+    "ti2v-5b": dict(
+        transformer=dict(num_attention_heads=24, in_channels=48, out_channels=48, ffn_dim=14336, num_layers=30),
+        vae=dict(base_dim=160, decoder_base_dim=256, z_dim=48, is_residual=True, in_channels=12, out_channels=12,
+                 patch_size=2, scale_factor_spatial=16, scale_factor_temporal=4,
+                 latents_mean=[0.0] * 48, latents_std=[1.0] * 48),
+        pipe=dict(expand_timesteps=True),
+    ),
+    "t2v-a14b": dict(
+        transformer=dict(num_attention_heads=40, in_channels=16, out_channels=16, ffn_dim=13824, num_layers=40),
+        vae=dict(base_dim=96, z_dim=16),
+        pipe=dict(boundary_ratio=0.875),
+    ),
+}
+UMT5_XXL = dict(vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+                feed_forward_proj="gated-gelu", dense_act_fn="gelu_new", is_gated_act=True)
+TEXT_TOKENS = 512
+PROMPT = "a majestic eagle flying over the stormy sea at sunset, cinematic, wide shot"
+NEGATIVE = "blurry, low quality, static, ugly"
+
+VARIANTS = {
+    # Every acceleration off: what a plain WanPipeline call does.
+    "diffusers": dict(attention_backend="native", compile=False, uniform_timesteps=False),
+    # The runner's defaults.
+    "runner": dict(),
+    "runner-nocompile": dict(compile=False),
+}
+
+
+def matmul_tflops() -> float:
+    """The card's measured bf16 matmul rate: the ceiling that achieved TFLOP/s is read against."""
+    a, b = (torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(20):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        a @ b
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return 2 * 8192**3 / statistics.median(times) / 1e12
+
+
+def flops_per_forward(arch: dict, request: GenerationRequest) -> tuple[int, float]:
+    """Tokens and FLOPs of one transformer forward: linear layers, self- and cross-attention."""
+    t = {**dict(attention_head_dim=128), **arch["transformer"]}
+    dim = t["num_attention_heads"] * t["attention_head_dim"]
+    spatial = arch["vae"].get("scale_factor_spatial", 8) * 2
+    tokens = ((request.frames - 1) // 4 + 1) * (request.height // spatial) * (request.width // spatial)
+    linear = 2 * tokens * (4 * dim * dim + 2 * dim * dim + 2 * dim * t["ffn_dim"])  # qkvo, cross q/o, ffn
+    cross_kv = 2 * TEXT_TOKENS * 2 * dim * dim
+    attention = 4 * tokens * tokens * dim + 4 * tokens * TEXT_TOKENS * dim
+    return tokens, (linear + cross_kv + attention) * t["num_layers"]
+
+
+def build(model: str, device: torch.device, dtype: torch.dtype, small: bool) -> WanPipeline:
+    """Random-weight components straight on the device. A14B: both experts share one set of
+    weights (same shape, so the same speed; memory of one expert, like the baselines)."""
+    arch = ARCHITECTURES[model]
+    torch.manual_seed(0)
+    if small:  # CPU smoke test of this script: the tiny models of the test suite
+        folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-tiny-{model}"
+        if not (folder / "model_index.json").exists():
+            tiny.write(folder, model)
+        return WanPipeline.from_pretrained(folder, dtype=dtype)
+    with torch.device(device):
+        torch.set_default_dtype(dtype)
+        transformer = WanTransformer3DModel(**arch["transformer"]).eval()
+        text_encoder = UMT5EncoderModel(UMT5Config(**UMT5_XXL)).eval()
+        torch.set_default_dtype(torch.float32)
+        vae = AutoencoderKLWan(**arch["vae"]).eval()
+    second = {"transformer_2": transformer} if "boundary_ratio" in arch["pipe"] else {}
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                        num_train_timesteps=1000, flow_shift=PRESETS[model].flow_shift)
+    return WanPipeline(tokenizer=tiny.tokenizer(), text_encoder=text_encoder, vae=vae, scheduler=scheduler,
+                       transformer=transformer, **second, **arch["pipe"])
+
+
+def run_variant(pipe, name: str, request: GenerationRequest, device, fl: float) -> dict:
+    """One video through the runner's path; per-step times from the step callback."""
+    loaded = pipeline.configure(pipe, request, device)
+    stamps = []
+    timings = Timings()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    frames = pipeline.generate_frames(loaded, request, 0, None, timings,
+                                      on_step=lambda step, total: stamps.append(time.perf_counter()))
+    total = time.perf_counter() - started
+    steps = [b - a for a, b in zip([started + timings.encode] + stamps, stamps)]
+    step_s = statistics.median(steps[1:]) if len(steps) > 1 else steps[0]
+    row = {"variant": name, "attention": loaded.attention_backend, "steps": request.steps,
+           "step_s": round(step_s, 3), "first_step_s": round(steps[0], 2), "encode_s": timings.encode,
+           "decode_s": timings.decode, "video_s": round(total, 2),
+           "frames_shape": list(frames.shape), "frames_finite": bool(torch.isfinite(torch.from_numpy(frames)).all())}
+    if device.type == "cuda":
+        row["tflops"] = round(2 * fl / step_s / 1e12, 1)  # CFG: two forwards per step
+        row["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="ti2v-5b", choices=sorted(ARCHITECTURES))
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--variants", default="diffusers,runner-nocompile,runner")
+    parser.add_argument("--tiny", action="store_true", help="tiny model on any device: checks the script")
+    parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    args = parser.parse_args()
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    preset = PRESETS[args.model]
+    size = dict(width=64, height=64, frames=9) if args.tiny else {}
+    result = {"model": args.model, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+              "torch": torch.__version__, "steps": args.steps, "rows": []}
+    if device.type == "cuda":
+        result["matmul_tflops"] = round(matmul_tflops(), 1)
+
+    started = time.perf_counter()
+    pipe = build(args.model, device, dtype, args.tiny)
+    result["build_s"] = round(time.perf_counter() - started, 1)
+    for name in args.variants.split(","):
+        request = GenerationRequest(task_id="bench", model={"preset": args.model, "path": "-"}, prompt=PROMPT,
+                                    negative_prompt=NEGATIVE, steps=args.steps, acceleration=VARIANTS[name], **size)
+        tokens, fl = flops_per_forward(ARCHITECTURES[args.model], request)
+        result.update(tokens=tokens, tflop_per_forward=round(fl / 1e12, 1),
+                      shape=[request.width, request.height, request.frames])
+        result["rows"].append(run_variant(pipe, name, request, device, fl))
+
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / f"bench_{args.model}{'_tiny' if args.tiny else ''}.json").write_text(json.dumps(result, indent=1))
+    print(f"\n{result['model']} {result['shape']} on {result['device']}, {result['tokens']} tokens, "
+          f"{result['tflop_per_forward']} TFLOP/forward, matmul {result.get('matmul_tflops')} TFLOP/s")
+    print("| variant | attention | s/step | TFLOP/s | first step | encode | decode | video | peak GiB |")
+    for r in result["rows"]:
+        print(f"| {r['variant']} | {r['attention']} | {r['step_s']} | {r.get('tflops')} | {r['first_step_s']} | "
+              f"{r['encode_s']} | {r['decode_s']} | {r['video_s']} | {r.get('peak_gib')} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
