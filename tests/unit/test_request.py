@@ -1,0 +1,82 @@
+import pytest
+from pydantic import ValidationError
+
+from videogen_runner.presets import PRESETS
+from videogen_runner.request import GenerationRequest
+
+
+def make(**fields):
+    base = {"task_id": "job-1", "model": {"preset": "t2v-a14b", "path": "/models/a14b"}, "prompt": "a cat"}
+    return GenerationRequest.model_validate({**base, **fields})
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_unset_fields_take_the_official_defaults(preset):
+    p = PRESETS[preset]
+    extra = {"image": "s3://in/first.png"} if preset == "i2v-a14b" else {}
+    r = make(model={"preset": preset, "path": "/m"}, **extra)
+    assert (r.width, r.height, r.frames, r.fps, r.steps) == (p.width, p.height, p.frames, p.fps, p.steps)
+    assert (r.guidance_scale, r.guidance_scale_2, r.flow_shift) == (p.guidance_scale, p.guidance_scale_2, p.flow_shift)
+    assert r.task == p.tasks[0]
+
+
+def test_official_numbers():
+    assert (PRESETS["ti2v-5b"].width, PRESETS["ti2v-5b"].height, PRESETS["ti2v-5b"].frames) == (1280, 704, 121)
+    assert (PRESETS["t2v-a14b"].guidance_scale, PRESETS["t2v-a14b"].guidance_scale_2) == (4.0, 3.0)
+    assert PRESETS["t2v-a14b"].flow_shift == 12.0
+    assert (PRESETS["i2v-a14b"].guidance_scale, PRESETS["i2v-a14b"].flow_shift) == (3.5, 5.0)
+
+
+def test_explicit_values_win():
+    r = make(width=832, height=480, frames=33, steps=20, guidance_scale=6.0, guidance_scale_2=2.0, seed=5)
+    assert (r.width, r.height, r.frames, r.steps, r.guidance_scale, r.guidance_scale_2, r.seed) == (
+        832, 480, 33, 20, 6.0, 2.0, 5)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"frames": 80}, "frames: must be 4k+1"),
+        ({"width": 1000}, "width: must be a multiple of 16"),
+        ({"model": {"preset": "ti2v-5b", "path": "/m"}, "height": 720}, "height: must be a multiple of 32"),
+        ({"steps": 0}, "greater than or equal to 1"),
+        ({"steps": 151}, "less than or equal to 150"),
+        ({"prompt": ""}, "at least 1 character"),
+        ({"prompt": " \n\t"}, "must not be blank"),
+        ({"prompt": "x" * 2001}, "at most 2000 characters"),
+        ({"task": "i2v"}, "task: 'i2v' is not supported by t2v-a14b"),
+        ({"model": {"preset": "i2v-a14b", "path": "/m"}}, "image: required for task i2v"),
+        ({"model": {"preset": "ti2v-5b", "path": "/m"}, "task": "t2v", "image": "s3://b/k.png"}, "image: not allowed"),
+        ({"model": {"preset": "ti2v-5b", "path": "/m"}, "guidance_scale_2": 2.0}, "guidance_scale_2: only"),
+        ({"image": "http://example.com/a.png", "task": None}, "must start with one of"),
+        ({"image": "file:///etc/passwd"}, "must start with one of"),
+        ({"output": {"key": "{task_id}/{secret}.mp4"}}, "unknown template fields ['secret']"),
+        ({"output": {"key": "../{task_id}.mp4"}}, "is not a safe object key"),
+        ({"output": {"key": "/abs/{task_id}.mp4"}}, "is not a safe object key"),
+        ({"output": {"key": "a//b.mp4"}}, "is not a safe object key"),
+        ({"output": {"key": "a b.mp4"}}, "is not a safe object key"),
+        ({"output": {"key": "{task_id!r}.mp4"}}, "is not a safe object key"),
+        ({"output": {"bucket": "UPPER"}}, "String should match pattern"),
+        ({"task_id": "Bad_ID"}, "String should match pattern"),
+        ({"reporting": {"redis_url": "http://redis"}}, "String should match pattern"),
+        ({"loras": [{"path": "/l.safetensors", "experts": "low_noise"}],
+          "model": {"preset": "ti2v-5b", "path": "/m"}}, "loras: experts must be 'both'"),
+        ({"surprise": True}, "Extra inputs are not permitted"),
+    ],
+)
+def test_invalid_requests_name_the_problem(fields, message):
+    with pytest.raises(ValidationError) as e:
+        make(**fields)
+    assert message in str(e.value)
+
+
+def test_object_key_template():
+    r = make(output={"bucket": "videos", "key": "{model}/{date}/{task_id}-{seed}.mp4"})
+    from datetime import datetime, timezone
+
+    assert r.object_key(seed=9, now=datetime(2026, 1, 2, tzinfo=timezone.utc)) == "t2v-a14b/2026-01-02/job-1-9.mp4"
+
+
+def test_request_round_trips_as_json():
+    r = make(seed=3, loras=[{"path": "/l.safetensors", "weight": 0.5}])
+    assert GenerationRequest.model_validate_json(r.model_dump_json()) == r
