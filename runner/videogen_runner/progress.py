@@ -1,6 +1,6 @@
 """Progress reporting to Redis, best effort: a Redis outage never fails a generation.
 
-Key layout (stable for outside consumers; see docs/progress.md), with prefix "videogen":
+Key layout (stable for outside consumers; see docs/runner.md), with prefix "videogen":
 - ``videogen:task:<task_id>``         hash: the latest state (stage, step, percent, eta, result…)
 - ``videogen:task:<task_id>:events``  stream, capped: every update, for history
 - ``videogen:updates``                pub/sub channel: the task id, a nudge to re-read the hash
