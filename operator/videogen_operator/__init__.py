@@ -1,0 +1,1 @@
+"""videogen operator: VideoGeneration resources become GPU Jobs running the runner."""

@@ -1,0 +1,217 @@
+"""The VideoGeneration resource: spec and status as pydantic models, the one source of the CRD.
+
+Field bounds and CEL rules here are what the API server enforces (crds/ is generated from this
+file by `python -m videogen_operator.crd`); sampling defaults come from the runner's presets,
+applied when the operator builds the runner's request, so the spec stays what the user wrote.
+"""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from videogen_runner.presets import PresetName, Task
+from videogen_runner.request import MAX_PROMPT_CHARS
+
+GROUP = "videogen.io"
+VERSION = "v1alpha1"
+KIND = "VideoGeneration"
+PLURAL = "videogenerations"
+
+
+def rule(expression: str, message: str, field_path: str | None = None, reason: str | None = None) -> dict:
+    """One CEL validation rule, as x-kubernetes-validations wants it."""
+    return {"rule": expression, "message": message, **({"fieldPath": field_path} if field_path else {}),
+            **({"reason": reason} if reason else {})}
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class SecretKey(Model):
+    name: str = Field(min_length=1, max_length=253, description="Secret in the resource's namespace.")
+    key: str = Field(min_length=1, max_length=253, description="Key within the Secret.")
+
+
+class PvcSource(Model):
+    claim_name: str = Field(min_length=1, max_length=253, description="PersistentVolumeClaim holding the weights.")
+
+
+class ModelRef(Model):
+    """Which Wan2.2 family, and where its diffusers weights are."""
+
+    preset: PresetName = Field(description="Model family: ti2v-5b, t2v-a14b or i2v-a14b.")
+    pvc: PvcSource | None = Field(default=None, description="Weights on a PersistentVolumeClaim (mounted read-only).")
+    host_path: str | None = Field(default=None, pattern=r"^/", max_length=1024,
+                                  description="Weights in a folder of the node (mounted read-only).")
+    path: str = Field(default="", max_length=1024, pattern=r"^[A-Za-z0-9._/-]*$",
+                      description="Folder of the diffusers model (model_index.json) inside the volume.")
+
+
+class Video(Model):
+    width: int | None = Field(default=None, ge=32, le=2048, description="Pixels; multiple of 16 (A14B) or 32 (TI2V-5B).")
+    height: int | None = Field(default=None, ge=32, le=2048, description="Pixels; multiple of 16 (A14B) or 32 (TI2V-5B).")
+    frames: int | None = Field(default=None, ge=1, le=321, description="Number of frames, 4k+1 (81, 121, …).")
+    fps: int | None = Field(default=None, ge=1, le=60, description="Frames per second of the MP4.")
+
+
+class Sampling(Model):
+    steps: int | None = Field(default=None, ge=1, le=150, description="Denoising steps.")
+    guidance_scale: float | None = Field(default=None, ge=0, le=30, description="Classifier-free guidance.")
+    guidance_scale2: float | None = Field(default=None, ge=0, le=30, description="A14B low-noise expert's guidance.")
+    flow_shift: float | None = Field(default=None, gt=0, le=50, description="Flow-matching shift.")
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1, description="Unset: random, reported in status.")
+
+
+class Lora(Model):
+    path: str = Field(min_length=1, max_length=1024, pattern=r"^[A-Za-z0-9._/-]+$",
+                      description="LoRA file inside the model volume.")
+    weight: float = Field(default=1.0, ge=-4, le=4, description="Adapter strength.")
+    experts: Literal["both", "high_noise", "low_noise"] = Field(default="both",
+                                                                description="A14B: which expert(s) get it.")
+
+
+class Output(Model):
+    bucket: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+                               description="S3 bucket (default: the operator's).")
+    key: str | None = Field(default=None, max_length=512,
+                            description="Object key template: {task_id} {model} {seed} {date}.")
+    endpoint_url: str | None = Field(default=None, pattern=r"^https?://", max_length=512,
+                                     description="S3-compatible endpoint (default: the operator's, else AWS).")
+    region: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,32}$", description="S3 region.")
+    credentials_secret: str | None = Field(
+        default=None, max_length=253,
+        description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (default: the operator's).")
+
+
+class Reporting(Model):
+    redis_url: str | None = Field(default=None, pattern=r"^rediss?://", max_length=512,
+                                  description="redis://host:port/db (default: the operator's).")
+    password_secret: SecretKey | None = Field(default=None, description="Redis password, from a Secret.")
+
+
+class Acceleration(Model):
+    attention_backend: str = Field(default="auto", pattern=r"^[a-z0-9_]+$", description="auto, or a diffusers backend.")
+    compile: bool = Field(default=True, description="Regional torch.compile of the transformer blocks.")
+    offload: Literal["none", "model", "sequential"] = Field(default="none", description="CPU offload.")
+
+
+class Resources(Model):
+    gpus: int = Field(default=1, ge=0, le=16, description="GPUs for the pod (0: CPU only, for tests).")
+    gpu_resource: str = Field(default="nvidia.com/gpu", max_length=253, description="Extended resource name.")
+    cpu: str | None = Field(default=None, max_length=32, description="CPU request and limit, e.g. '8'.")
+    memory: str | None = Field(default=None, max_length=32, description="Memory request and limit, e.g. '64Gi'.")
+
+
+class Toleration(Model):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class VideoGenerationSpec(Model):
+    """What to generate, where the weights are, where the MP4 goes, and how to run it."""
+
+    model: ModelRef
+    task: Task | None = Field(default=None, description="t2v, i2v or ti2v (default: the family's).")
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="What the video shows.")
+    negative_prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS, description="What to avoid.")
+    image: str | None = Field(default=None, pattern=r"^(s3|https)://", max_length=2048,
+                              description="First frame (i2v, ti2v): s3:// or https:// URL.")
+    video: Video = Field(default_factory=Video)
+    sampling: Sampling = Field(default_factory=Sampling)
+    loras: list[Lora] = Field(default_factory=list, max_length=8)
+    output: Output = Field(default_factory=Output)
+    reporting: Reporting = Field(default_factory=Reporting)
+    acceleration: Acceleration = Field(default_factory=Acceleration)
+    resources: Resources = Field(default_factory=Resources)
+    node_selector: dict[str, str] | None = Field(default=None, description="Node labels the pod must match.")
+    tolerations: list[Toleration] | None = Field(default=None, description="Taints the pod tolerates.")
+    priority_class_name: str | None = Field(default=None, max_length=253, description="Pod priority class.")
+    runner_image: str | None = Field(default=None, max_length=512, description="Runner image override.")
+    deadline_seconds: int | None = Field(default=None, ge=60, description="Job activeDeadlineSeconds.")
+    retries: int = Field(default=2, ge=0, le=10, description="Retries of retryable failures (backoffLimit).")
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0,
+                                                   description="Delete the finished Job (never the resource) after.")
+    suspend: bool = Field(default=False, description="Stop (delete the running pod) while true; resume when false.")
+    queue_name: str | None = Field(default=None, max_length=63, description="Kueue LocalQueue.")
+
+
+class Condition(Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class Progress(Model):
+    stage: str | None = None
+    percent: float | None = None
+    step: int | None = None
+    total_steps: int | None = None
+    eta_seconds: float | None = None
+
+
+class Timings(Model):
+    load: float | None = None
+    encode: float | None = None
+    denoise: float | None = None
+    decode: float | None = None
+    export: float | None = None
+    upload: float | None = None
+    total: float | None = None
+
+
+class OutputStatus(Model):
+    uri: str | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+    frames: int | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: int | None = None
+    seed: int | None = None
+    timings: Timings | None = None
+
+
+Phase = Literal["Pending", "Queued", "Running", "Succeeded", "Failed", "Suspended"]
+
+
+class VideoGenerationStatus(Model):
+    phase: Phase | None = None
+    reason: str | None = None
+    message: str | None = None
+    observed_generation: int | None = None
+    job_name: str | None = None
+    attempts: int | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+    progress: Progress | None = None
+    output: OutputStatus | None = None
+    conditions: list[Condition] | None = None
+
+
+# Rules the API server checks on create/update (crd.py attaches them).
+SPEC_RULES = [
+    rule("!has(self.video.frames) || self.video.frames % 4 == 1", "must be 4k+1 (81, 121, …)", ".video.frames"),
+    rule("!has(self.video.width) || self.video.width % (self.model.preset == 'ti2v-5b' ? 32 : 16) == 0",
+         "must be a multiple of 32 for ti2v-5b, 16 for the A14B models", ".video.width"),
+    rule("!has(self.video.height) || self.video.height % (self.model.preset == 'ti2v-5b' ? 32 : 16) == 0",
+         "must be a multiple of 32 for ti2v-5b, 16 for the A14B models", ".video.height"),
+    rule("!has(self.task) || self.model.preset == 'ti2v-5b' || "
+         "(self.model.preset == 't2v-a14b' ? self.task == 't2v' : self.task == 'i2v')",
+         "is not supported by this model (t2v-a14b: t2v; i2v-a14b: i2v; ti2v-5b: t2v, i2v, ti2v)", ".task"),
+    rule("self.model.preset != 'i2v-a14b' && (!has(self.task) || self.task != 'i2v') || has(self.image)",
+         "is required for image-to-video", ".image"),
+    rule("!has(self.sampling.guidanceScale2) || self.model.preset != 'ti2v-5b'",
+         "is only for the two-expert A14B models", ".sampling.guidanceScale2"),
+    rule("self.prompt.trim().size() > 0", "must not be blank", ".prompt"),
+]
+MODEL_RULES = [
+    rule("has(self.pvc) != has(self.hostPath)", "set exactly one of pvc or hostPath"),
+]

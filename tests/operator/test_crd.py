@@ -1,0 +1,73 @@
+"""The CRD: generated from the models, and enforced by a real kube-apiserver."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from videogen_operator import crd
+
+CRD_FILE = Path(__file__).parents[2] / "crds" / "videogenerations.videogen.io.yaml"
+
+
+def test_committed_crd_is_generated_from_the_models():
+    assert yaml.safe_load(CRD_FILE.read_text()) == crd.crd(), "run: python -m videogen_operator.crd > " + str(
+        CRD_FILE.relative_to(CRD_FILE.parents[1]))
+
+
+def manifest(name: str, **spec) -> str:
+    body = {"model": {"preset": "t2v-a14b", "pvc": {"claimName": "models"}, "path": "Wan2.2-T2V-A14B"},
+            "prompt": "a fox in the snow", **spec}
+    return json.dumps({"apiVersion": "videogen.io/v1alpha1", "kind": "VideoGeneration",
+                       "metadata": {"name": name}, "spec": body})
+
+
+@pytest.fixture(scope="module")
+def crd_applied(kube_apiserver):
+    kube_apiserver.kubectl("apply", "-f", str(CRD_FILE))
+    kube_apiserver.kubectl("wait", "--for=condition=Established", "crd/videogenerations.videogen.io",
+                           "--timeout=30s")
+    return kube_apiserver
+
+
+@pytest.mark.cluster
+def test_valid_spec_is_accepted_and_explained(crd_applied, kube_namespace):
+    k = crd_applied
+    k.kubectl("apply", "-n", kube_namespace, "-f", "-", input=manifest("ok", video={"frames": 81, "width": 1280}))
+    got = json.loads(k.kubectl("get", "vg", "ok", "-n", kube_namespace, "-o", "json").stdout)
+    assert got["spec"]["retries"] == 2 and got["spec"]["resources"]["gpus"] == 1  # server-side defaults
+    explained = k.kubectl("explain", "videogenerations.spec.video.frames").stdout
+    assert "4k+1" in explained
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("spec, field, words", [
+    ({"video": {"frames": 80}}, "spec.video.frames", "4k+1"),
+    ({"video": {"width": 1000}}, "spec.video.width", "multiple of"),
+    ({"model": {"preset": "ti2v-5b", "hostPath": "/m"}, "video": {"height": 720}}, "spec.video.height", "multiple of 32"),
+    ({"sampling": {"steps": 0}}, "spec.sampling.steps", "greater than or equal to 1"),
+    ({"prompt": "   "}, "spec.prompt", "must not be blank"),
+    ({"prompt": "x" * 2001}, "spec.prompt", "2000"),
+    ({"task": "i2v"}, "spec.task", "not supported"),
+    ({"model": {"preset": "i2v-a14b", "hostPath": "/m"}}, "spec.image", "required"),
+    ({"image": "file:///etc/passwd", "task": "t2v"}, "spec.image", "should match"),
+    ({"model": {"preset": "ti2v-5b", "hostPath": "/m"}, "sampling": {"guidanceScale2": 3}},
+     "spec.sampling.guidanceScale2", "two-expert"),
+    ({"model": {"preset": "t2v-a14b"}}, "spec.model", "exactly one of pvc or hostPath"),
+    ({"model": {"preset": "t2v-a14b", "hostPath": "/m", "pvc": {"claimName": "c"}}}, "spec.model", "exactly one"),
+])
+def test_invalid_specs_are_refused_naming_the_field(crd_applied, kube_namespace, spec, field, words):
+    result = crd_applied.kubectl("apply", "-n", kube_namespace, "-f", "-", input=manifest("bad", **spec), check=False)
+    assert result.returncode != 0
+    assert field in result.stderr and words in result.stderr, result.stderr
+
+
+@pytest.mark.cluster
+def test_spec_is_immutable_except_suspend(crd_applied, kube_namespace):
+    k = crd_applied
+    k.kubectl("apply", "-n", kube_namespace, "-f", "-", input=manifest("frozen"))
+    k.kubectl("patch", "vg", "frozen", "-n", kube_namespace, "--type=merge", "-p", '{"spec": {"suspend": true}}')
+    for patch in ('{"spec": {"prompt": "something else"}}', '{"spec": {"video": {"frames": 9}}}'):
+        result = k.kubectl("patch", "vg", "frozen", "-n", kube_namespace, "--type=merge", "-p", patch, check=False)
+        assert result.returncode != 0 and "immutable" in result.stderr, result.stderr
