@@ -8,7 +8,8 @@
 #
 # Each tool is cached outside the clone in $VIDEOGEN_CACHE/bin/<name>-<version>/ (default
 # cache: $HOME/.cache/videogen), so fresh clones on the same machine reuse it. Binaries found in
-# $KUBEBUILDER_ASSETS (envtest: etcd, kube-apiserver, kubectl) are used instead of building them.
+# $KUBEBUILDER_ASSETS (envtest: etcd, kube-apiserver, kubectl) are used instead of the cached ones
+# (the four Kubernetes commands are built together unless all four are there).
 # The Kubernetes and etcd versions are the ones required by hack/controlplane/{kube,etcd}/go.mod.
 set -euo pipefail
 
@@ -21,6 +22,8 @@ KUBE_TOOLS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 ALL_TOOLS=(etcd "${KUBE_TOOLS[@]}" kwok helm kubeconform)
 
 log() { echo "controlplane: $*" >&2; }
+# An interrupted build leaves no temporary directory behind ($out: see build_into).
+trap 'if [ -n "${out:-}" ]; then rm -rf "$out"; fi' EXIT
 
 required() { # module version required by a wrapper go.mod
   awk -v m="$2" '$1 == "require" && $2 == m { print $3 }' "$here/$1/go.mod"
@@ -56,7 +59,7 @@ build_into() {
   [ -d "$dir" ] && return 0
   mkdir -p "$cache"
   out=$(mktemp -d "$dir.tmp.XXXXXX")
-  log "building $(basename "$dir") (cold builds take minutes)"
+  log "building $(basename "$dir")"
   if ! "$@" >&2; then
     rm -rf "$out"
     log "building $(basename "$dir") failed"
@@ -89,7 +92,28 @@ go_install() {
   GOBIN=$out GOFLAGS=-buildvcs=false go install -trimpath -ldflags="-s -w ${2:-}" "$1"
 }
 
+# kwok simulates nodes and pods by the Stage definitions it reads from --config: keep upstream's
+# "fast" set (nodes Ready at once with heartbeats and leases, pods Running at once) beside it.
+build_kwok() {
+  local src file
+  # (Runs where errexit is off, see build_into: every step checks its own status.)
+  go_install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" || return 1
+  src=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" |
+    sed -n 's/^\t"Dir": "\(.*\)",$/\1/p') || return 1
+  for file in "$src"/kustomize/stage/{node/fast,node/heartbeat-with-lease,pod/fast}/*.yaml; do
+    if grep -q '^kind: Stage$' "$file"; then
+      echo "---"
+      cat "$file"
+    fi
+  done >"$out/kwok-stages.yaml"
+  grep -q '^kind: Stage$' "$out/kwok-stages.yaml"
+}
+
 build_missing() {
+  if ! command -v go >/dev/null; then
+    log "go is needed to build the control plane (any Go >= 1.21 fetches the toolchain it needs)"
+    return 1
+  fi
   export CGO_ENABLED=0 GOFLAGS="-mod=mod -buildvcs=false"
   local name
   for name in "${KUBE_TOOLS[@]}"; do
@@ -101,11 +125,12 @@ build_missing() {
   if [ -z "$(resolve etcd)" ]; then
     build_into "$(tool_dir etcd)" build_etcd
   fi
-  build_into "$(tool_dir kwok)" go_install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  build_into "$(tool_dir kwok)" build_kwok
   build_into "$(tool_dir helm)" go_install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" \
     "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
   build_into "$(tool_dir kubeconform)" go_install \
-    "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
+    "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION" \
+    "-X main.version=$KUBECONFORM_VERSION"
 }
 
 # Prints one directory of links to every tool, named after where the tools come from.
@@ -119,6 +144,7 @@ link_all() {
     fi
     links+="$name $path"$'\n'
   done
+  links+="kwok-stages.yaml $(dirname "$(resolve kwok)")/kwok-stages.yaml"$'\n'
   dir="$cache/controlplane-$(printf '%s' "$links" | sha256sum | cut -c1-16)"
   if [ ! -d "$dir" ]; then
     mkdir -p "$cache"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
 import ctypes
 import datetime
 import ipaddress
@@ -30,7 +31,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,8 +51,9 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: if pytest itself is killed, the kernel kills the child."""
+def die_with_parent() -> None:
+    """Runs in the child before exec: if the thread that started it (pytest's) dies, even by
+    SIGKILL, the kernel kills the child."""
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
@@ -67,7 +69,7 @@ class _Process:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         _RUNNING.append(self)
 
@@ -93,10 +95,8 @@ def kill_group(popen: subprocess.Popen, grace: float) -> None:
         pass
     except ProcessLookupError:
         return
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(popen.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     popen.wait()
 
 
@@ -120,7 +120,7 @@ def free_port() -> int:
 
 
 def wait_until(what: str, ready, timeout: float = START_TIMEOUT, interval: float = 0.2,
-               alive: list[_Process] = ()):
+               alive: Sequence[_Process] = ()):
     """Polls ``ready()`` until it returns something truthy; fails after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -134,32 +134,12 @@ def wait_until(what: str, ready, timeout: float = START_TIMEOUT, interval: float
         time.sleep(interval)
 
 
-def _https_ok(url: str, context: ssl.SSLContext) -> bool:
+def _url_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
     try:
         with urllib.request.urlopen(url, context=context, timeout=5) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
-
-
-# --- binaries ---------------------------------------------------------------------------------
-
-
-def kube_bin_dir() -> Path:
-    """The directory of control-plane binaries, or a test failure that says how to get it."""
-    if os.environ.get("VIDEOGEN_KUBE_BIN"):
-        return Path(os.environ["VIDEOGEN_KUBE_BIN"])
-    found = subprocess.run(
-        ["bash", str(ROOT / "hack/controlplane.sh"), "path"], capture_output=True, text=True
-    )
-    if found.returncode != 0:
-        pytest.fail(
-            "the Kubernetes control-plane binaries are not built: run `bash hack/controlplane.sh "
-            f"build` (about half an hour the first time), or set VIDEOGEN_KUBE_BIN or "
-            f"VIDEOGEN_TEST_KUBECONFIG.\n{found.stderr}",
-            pytrace=False,
-        )
-    return Path(found.stdout.strip())
 
 
 # --- certificates -----------------------------------------------------------------------------
@@ -179,7 +159,7 @@ def _write_key(path: Path, key) -> None:
 
 def _certificate(subject: x509.Name, key, issuer: x509.Name, issuer_key, *, ca: bool = False,
                  sans: list[x509.GeneralName] = (), server: bool = False) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     usage = x509.ExtendedKeyUsageOID.SERVER_AUTH if server else x509.ExtendedKeyUsageOID.CLIENT_AUTH
     builder = (
         x509.CertificateBuilder()
@@ -284,13 +264,14 @@ class KubeAPI:
     def open(self, method: str, path: str, body=None, query: dict | None = None,
              content_type: str = "application/json", timeout: float = 30.0):
         """Sends a request; returns the urllib3 response unread (for watches)."""
-        url_method, url, headers, data = self.client.param_serialize(
+        url_method, url, headers, data, post = self.client.param_serialize(
             method=method, resource_path=path,
             query_params=[(k, v) for k, v in (query or {}).items() if v is not None],
             header_params={"Accept": "application/json", "Content-Type": content_type},
             body=body, auth_settings=["BearerToken"],
         )
-        response = self.client.call_api(url_method, url, headers, data, _request_timeout=timeout)
+        response = self.client.call_api(url_method, url, headers, data, post,
+                                        _request_timeout=timeout)
         if not 200 <= response.status < 300:
             raise KubeError(response.status, method, path, response.read().decode(errors="replace"))
         return response.response
@@ -312,22 +293,36 @@ class KubeAPI:
     def delete(self, path: str, **query) -> dict:
         return self.request("DELETE", path, query=query)
 
-    def watch(self, path: str, timeout_seconds: int, **query) -> Iterator[dict]:
-        """Events of a watch that the server ends after ``timeout_seconds``."""
+    def watch(self, path: str, timeout_seconds: int, **query) -> Watch:
+        """A watch that the server ends after ``timeout_seconds``."""
+        return Watch(self.open("GET", path, query={**query, "watch": "true",
+                                                    "timeoutSeconds": timeout_seconds},
+                               timeout=timeout_seconds + 10), path)
+
+
+class Watch:
+    """The events of one watch request; ``close()`` from another thread ends it at once."""
+
+    def __init__(self, response, path: str) -> None:
+        self.response, self.path = response, path
+
+    def __iter__(self) -> Iterator[dict]:
         from kubernetes.watch.watch import iter_resp_lines
 
-        response = self.open("GET", path, query={**query, "watch": "true",
-                                                 "timeoutSeconds": timeout_seconds},
-                             timeout=timeout_seconds + 10)
         try:
-            for line in iter_resp_lines(response):
+            for line in iter_resp_lines(self.response):
                 event = json.loads(line)
                 if event["type"] == "ERROR":
                     status = event["object"]
-                    raise KubeError(status.get("code", 500), "WATCH", path, status.get("message", ""))
+                    raise KubeError(status.get("code", 500), "WATCH", self.path,
+                                    status.get("message", ""))
                 yield event
         finally:
-            response.release_conn()
+            self.response.release_conn()
+
+    def close(self) -> None:
+        with contextlib.suppress(ValueError, RuntimeError, OSError):  # already finished
+            self.response.shutdown()
 
 
 @dataclass(frozen=True)
@@ -363,8 +358,8 @@ def _existing_cluster() -> Cluster | None:
                    if c["name"] == config["current-context"])
     server = next(c["cluster"]["server"] for c in config["clusters"]
                   if c["name"] == context["cluster"])
-    kubectl = (os.environ.get("VIDEOGEN_KUBE_BIN", "") and
-               str(Path(os.environ["VIDEOGEN_KUBE_BIN"]) / "kubectl")) or shutil.which("kubectl")
+    binaries = os.environ.get("VIDEOGEN_KUBE_BIN")
+    kubectl = str(Path(binaries) / "kubectl") if binaries else shutil.which("kubectl")
     return Cluster(Path(path), server, kubectl or "kubectl")
 
 
@@ -373,8 +368,21 @@ def _existing_cluster() -> Cluster | None:
 
 @pytest.fixture(scope="session")
 def kube_bin() -> Path:
-    """The directory holding etcd, kube-*, kubectl, kwok, helm and kubeconform."""
-    return kube_bin_dir()
+    """The directory holding etcd, kube-*, kubectl, kwok, helm and kubeconform, or a test
+    failure that says how to get it."""
+    if os.environ.get("VIDEOGEN_KUBE_BIN"):
+        return Path(os.environ["VIDEOGEN_KUBE_BIN"])
+    found = subprocess.run(
+        ["bash", str(ROOT / "hack/controlplane.sh"), "path"], capture_output=True, text=True
+    )
+    if found.returncode != 0:
+        pytest.fail(
+            "the Kubernetes control-plane binaries are not built: run `bash hack/controlplane.sh "
+            "build` (minutes; about 11 on 2 cores the first time), or set VIDEOGEN_KUBE_BIN or "
+            f"VIDEOGEN_TEST_KUBECONFIG.\n{found.stderr}",
+            pytrace=False,
+        )
+    return Path(found.stdout.strip())
 
 
 @pytest.fixture(scope="session")
@@ -402,7 +410,7 @@ def kube_apiserver(request, tmp_path_factory) -> Iterator[Cluster]:
     ], work / "etcd.log")
     processes = [etcd]
     try:
-        wait_until("etcd", lambda: _http_ok(f"http://127.0.0.1:{etcd_port}/health"),
+        wait_until("etcd", lambda: _url_ok(f"http://127.0.0.1:{etcd_port}/health"),
                    alive=processes)
         server = f"https://127.0.0.1:{api_port}"
         apiserver = _Process("kube-apiserver", [
@@ -410,6 +418,9 @@ def kube_apiserver(request, tmp_path_factory) -> Iterator[Cluster]:
             f"--etcd-servers=http://127.0.0.1:{etcd_port}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
+            # Nothing runs in-cluster, so nothing needs the `kubernetes` Service's endpoints
+            # (which may not be loopback addresses).
+            "--endpoint-reconciler-type=none",
             f"--secure-port={api_port}",
             f"--cert-dir={work / 'apiserver-certs'}",
             f"--tls-cert-file={pki.server_cert}",
@@ -428,20 +439,12 @@ def kube_apiserver(request, tmp_path_factory) -> Iterator[Cluster]:
         _write_kubeconfig(kubeconfig, server, pki)
         admin = ssl.create_default_context(cafile=str(pki.ca))
         admin.load_cert_chain(str(pki.admin_cert), str(pki.admin_key))
-        wait_until("kube-apiserver /readyz", lambda: _https_ok(f"{server}/readyz", admin),
+        wait_until("kube-apiserver /readyz", lambda: _url_ok(f"{server}/readyz", admin),
                    alive=processes)
         yield Cluster(kubeconfig, server, str(binaries / "kubectl"))
     finally:
         for process in reversed(processes):
             process.stop()
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 @pytest.fixture(scope="session")
@@ -485,8 +488,8 @@ def kube_cluster(request, kube_apiserver: Cluster, tmp_path_factory) -> Iterator
         insecure.verify_mode = ssl.CERT_NONE  # their self-signed serving certificates
         for name, port in (("kube-controller-manager", manager_port),
                            ("kube-scheduler", scheduler_port)):
-            wait_until(f"{name} /healthz",
-                       lambda: _https_ok(f"https://127.0.0.1:{port}/healthz", insecure),
+            url = f"https://127.0.0.1:{port}/healthz"
+            wait_until(f"{name} /healthz", lambda url=url: _url_ok(url, insecure),
                        alive=processes)
         yield kube_apiserver
     finally:
@@ -508,3 +511,39 @@ def kube_namespace(kube_apiserver: Cluster) -> Iterator[str]:
             raise
     yield name
     api.delete(f"/api/v1/namespaces/{name}")
+
+
+@pytest.fixture(scope="session")
+def pod_executor(kube_cluster: Cluster, tmp_path_factory):
+    """A fake GPU node (2 ``nvidia.com/gpu``) whose pods run as local processes; see
+    tests/support/pod_executor.py. Tests may set ``pod_executor.extra_env``."""
+    from tests.support.pod_executor import PodExecutor
+
+    with PodExecutor(kube_cluster.api(), tmp_path_factory.mktemp("pods")) as executor:
+        yield executor
+
+
+KWOK_ANNOTATION = "kwok.x-k8s.io/node"
+
+
+@pytest.fixture(scope="session")
+def kwok(kube_cluster: Cluster, kube_bin: Path, tmp_path_factory) -> Iterator[Cluster]:
+    """A kwok controller: nodes annotated ``kwok.x-k8s.io/node: fake`` become Ready and pods
+    bound to them Running without running anything (upstream's "fast" stages), for scale tests.
+    Give such nodes a taint so that other tests' pods stay off them."""
+    work = tmp_path_factory.mktemp("kwok")
+    port = free_port()
+    process = _Process("kwok", [
+        str(kube_bin / "kwok"),
+        f"--kubeconfig={kube_cluster.kubeconfig}",
+        f"--config={kube_bin / 'kwok-stages.yaml'}",
+        f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
+        f"--server-address=127.0.0.1:{port}",
+        "--node-ip=127.0.0.1",
+    ], work / "kwok.log")
+    try:
+        wait_until("kwok /healthz", lambda: _url_ok(f"http://127.0.0.1:{port}/healthz"),
+                   alive=[process])
+        yield kube_cluster
+    finally:
+        process.stop()

@@ -12,10 +12,11 @@ Model and limits:
   ``$(VAR)`` expanded) run on the test process's PATH, with the Python interpreter's directory
   first so the venv's console scripts are found. Init containers run one after the other, then
   the containers together, each in its own process group, stdout+stderr to
-  ``<workdir>/<namespace>/<pod>-<uid>/<container>.log`` (see ``log()``; ``kubectl logs`` and
-  ``exec`` have no kubelet to talk to). ``restartPolicy`` OnFailure/Always restart a container in
-  place after 1 s. Probes, resource limits, pod ``activeDeadlineSeconds`` and networking are not
-  emulated (``podIP`` is 127.0.0.1).
+  ``<workdir>/<namespace>/<pod>-<uid prefix>/<container>.log`` (see ``log()``; ``kubectl logs`` and
+  ``exec`` have no kubelet to talk to). Unless ``restartPolicy`` is Never, a failed container
+  restarts in place after 1 s (Always is treated as OnFailure). Probes, resource limits,
+  securityContext (processes run as the test's user), read-only mounts, pod
+  ``activeDeadlineSeconds`` and networking are not emulated (``podIP`` is 127.0.0.1).
 * Environment. ``PATH``, ``HOME``, ``LANG`` of the test process, ``HOSTNAME`` = pod name,
   ``extra_env`` (set by tests), then the container's ``envFrom`` and ``env``: ``value``,
   ``secretKeyRef``, ``configMapKeyRef`` (read through the API; a missing one keeps the pod
@@ -26,12 +27,13 @@ Model and limits:
   have to be created on the host). Each volume is a local folder instead: emptyDir and
   configMap/secret (files written from the API) a folder of the pod, hostPath the host path,
   persistentVolumeClaim ``<claims_root>/<namespace>/<claimName>`` (shared by the pods using the
-  claim, and readable by the test). Every mountPath (with subPath) that appears as a path prefix
-  in ``command``, ``args``, ``env`` values or ``workingDir`` is rewritten to its folder, e.g.
-  ``--out=/outputs/v.mp4`` becomes ``--out=<folder>/v.mp4``. Paths the process reads from file
-  contents are not rewritten. The termination message file is a local file named by the env
-  var ``TERMINATION_MESSAGE_PATH``; the container's ``terminationMessagePath`` (default
-  ``/dev/termination-log``) is rewritten to it too where it appears.
+  claim, and readable by the test; ``provision_claim()`` creates a claim the scheduler accepts).
+  Every mountPath (with subPath) that appears as a path prefix in ``command``, ``args``, ``env``
+  values or ``workingDir`` is rewritten to its folder, e.g. ``--out=/outputs/v.mp4`` becomes
+  ``--out=<folder>/v.mp4``. Paths the process reads from file contents are not rewritten. The
+  termination message file is a local file named by the env var ``TERMINATION_MESSAGE_PATH``;
+  the container's ``terminationMessagePath`` (default ``/dev/termination-log``) is rewritten to
+  it too where it appears.
 * Status. Written through the status subresource like a kubelet: Pending (ContainerCreating),
   Running (running state, Ready), then each container terminated with exit code, reason
   (Completed, Error, StartError for a missing executable), the termination message (at most
@@ -49,29 +51,29 @@ import logging
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-from tests.support.cluster import KubeAPI, KubeError, kill_group
+from tests.support.cluster import KubeAPI, KubeError, Watch, die_with_parent, kill_group
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 10
-WATCH_SECONDS = 5
+WATCH_SECONDS = 30
 MESSAGE_LIMIT = 4096
 SMP = "application/strategic-merge-patch+json"
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _micro_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class ConfigMissing(Exception):
@@ -117,6 +119,9 @@ class PodExecutor:
         self._lock = threading.Lock()
         self._runs: dict[str, _PodRun] = {}
         self._threads: list[threading.Thread] = []
+        self._watch: Watch | None = None
+        self._volumes: list[str] = []  # PersistentVolumes made by provision_claim
+        self._since = _now()
 
     # --- lifecycle ---
 
@@ -137,16 +142,19 @@ class PodExecutor:
             self._threads.append(thread)
 
     def stop(self) -> None:
-        """Kills every pod process, ends the threads, and removes the node and its lease."""
+        """Kills every pod process, ends the threads, and removes the node, its lease and the
+        volumes of ``provision_claim``."""
         self._stopping.set()
         with self._lock:
             runs = list(self._runs.values())
+            if self._watch:
+                self._watch.close()
         for run in runs:
             run.abandon()
         for thread in [*self._threads, *(run.thread for run in runs)]:
-            thread.join(timeout=WATCH_SECONDS + 15)
-        for path in (f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/"
-                     f"{self.node_name}", f"/api/v1/nodes/{self.node_name}"):
+            thread.join(timeout=15)
+        for path in (f"{LEASES}/{self.node_name}", f"/api/v1/nodes/{self.node_name}",
+                     *(f"/api/v1/persistentvolumes/{v}" for v in self._volumes)):
             try:
                 self.api.delete(path)
             except KubeError as error:
@@ -158,6 +166,26 @@ class PodExecutor:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    def provision_claim(self, namespace: str, name: str, size: str = "1Gi") -> Path:
+        """Creates PersistentVolumeClaim ``name`` pre-bound to a hostPath PersistentVolume on
+        its executor folder (the scheduler only places pods whose claims are bound); returns
+        that folder."""
+        folder = self.claims_root / namespace / name
+        folder.mkdir(parents=True, exist_ok=True)
+        volume = f"{namespace}-{name}"
+        self._volumes.append(volume)
+        self.api.create("/api/v1/persistentvolumes", {
+            "metadata": {"name": volume},
+            "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteMany"],
+                     "storageClassName": "", "hostPath": {"path": str(folder)},
+                     "persistentVolumeReclaimPolicy": "Retain",
+                     "claimRef": {"namespace": namespace, "name": name}}})
+        self.api.create(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims", {
+            "metadata": {"name": name},
+            "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "",
+                     "volumeName": volume, "resources": {"requests": {"storage": size}}}})
+        return folder
 
     def log(self, namespace: str, pod: str, container: str | None = None) -> str:
         """A container's output (the only container's if not named)."""
@@ -182,7 +210,7 @@ class PodExecutor:
             {"type": "PIDPressure", "status": "False", "reason": "KubeletHasSufficientPID"},
         ]
         for condition in conditions:
-            condition.update(lastHeartbeatTime=now, lastTransitionTime=now)
+            condition.update(lastHeartbeatTime=now, lastTransitionTime=self._since)
         node = self.api.request("PATCH", f"/api/v1/nodes/{self.node_name}/status", {"status": {
             "capacity": self.capacity, "allocatable": self.capacity, "conditions": conditions,
             "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
@@ -190,7 +218,7 @@ class PodExecutor:
             "nodeInfo": {"kubeletVersion": "v0.0.0-videogen-local", "operatingSystem": "linux",
                          "architecture": "amd64", "containerRuntimeVersion": "local://0"},
         }}, content_type=SMP)
-        lease_path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.node_name}"
+        lease_path = f"{LEASES}/{self.node_name}"
         spec = {"holderIdentity": self.node_name, "leaseDurationSeconds": 40,
                 "renewTime": _micro_now()}
         try:
@@ -198,7 +226,7 @@ class PodExecutor:
         except KubeError as error:
             if error.status != 404:
                 raise
-            self.api.create(lease_path.rsplit("/", 1)[0], {
+            self.api.create(LEASES, {
                 "metadata": {"name": self.node_name, "ownerReferences": [{
                     "apiVersion": "v1", "kind": "Node", "name": self.node_name,
                     "uid": node["metadata"]["uid"]}]},
@@ -240,18 +268,21 @@ class PodExecutor:
                 listing = self.api.get("/api/v1/pods", **query)
                 for pod in listing["items"]:
                     self._on_pod(pod)
-                for event in self.api.watch(
-                        "/api/v1/pods", WATCH_SECONDS,
-                        resourceVersion=listing["metadata"]["resourceVersion"], **query):
+                with self._lock:
                     if self._stopping.is_set():
                         break
+                    self._watch = self.api.watch(
+                        "/api/v1/pods", WATCH_SECONDS,
+                        resourceVersion=listing["metadata"]["resourceVersion"], **query)
+                for event in self._watch:
                     if event["type"] == "DELETED":
                         self._on_gone(event["object"])
                     elif event["type"] in ("ADDED", "MODIFIED"):
                         self._on_pod(event["object"])
             except Exception:
-                log.exception("pod watch failed; listing again")
-                self._stopping.wait(1)
+                if not self._stopping.is_set():
+                    log.exception("pod watch failed; listing again")
+                    self._stopping.wait(1)
 
     def _on_pod(self, pod: dict) -> None:
         meta = pod["metadata"]
@@ -322,14 +353,11 @@ class _PodRun:
             prepared = self._prepare_with_retry(spec)
             if prepared is None:
                 return self._finish()
-            ok = True
             for container in spec.get("initContainers", []):
-                ok = self._execute([container], prepared) and not self.killed.is_set()
-                if not ok:
-                    break
-            self.initialized = ok
-            if ok:
-                self._execute(spec["containers"], prepared)
+                if not self._execute([container], prepared) or self.killed.is_set():
+                    return self._finish()
+            self.initialized = True
+            self._execute(spec["containers"], prepared)
             self._finish()
         except Unsupported as error:
             self._finish(reason="UnsupportedByLocalExecutor", message=str(error))
@@ -346,7 +374,7 @@ class _PodRun:
                 return {c["name"]: self._prepare(c, volumes)
                         for c in [*spec.get("initContainers", []), *spec["containers"]]}
             except ConfigMissing as error:
-                for name, status in self.statuses.items():
+                for status in self.statuses.values():
                     status["state"] = {"waiting": {"reason": "CreateContainerConfigError",
                                                    "message": str(error)}}
                 self._report("Pending")
@@ -361,7 +389,8 @@ class _PodRun:
         mounts = {container.get("terminationMessagePath", "/dev/termination-log"): message_file}
         for mount in container.get("volumeMounts", []):
             local = volumes[mount["name"]] / mount.get("subPath", "")
-            local.mkdir(parents=True, exist_ok=True)
+            if not local.exists():
+                local.mkdir(parents=True)
             mounts[mount["mountPath"]] = local
         rewrite = path_rewriter(mounts)
         env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -390,7 +419,8 @@ class _PodRun:
             if source is None:
                 env[var["name"]] = expand(var.get("value", ""), env)
             elif "configMapKeyRef" in source or "secretKeyRef" in source:
-                kind, ref = (("configmaps", source["configMapKeyRef"]) if "configMapKeyRef" in source
+                kind, ref = (("configmaps", source["configMapKeyRef"])
+                             if "configMapKeyRef" in source
                              else ("secrets", source["secretKeyRef"]))
                 data = self._object(kind, ref)
                 if ref["key"] in data:
@@ -413,10 +443,12 @@ class _PodRun:
             if error.status == 404:
                 raise ConfigMissing(f"{kind} {ref['name']} not found") from error
             raise
+        def decoded(field: str) -> dict[str, str]:
+            return {k: base64.b64decode(v).decode() for k, v in (obj.get(field) or {}).items()}
+
         if kind == "secrets":
-            return {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
-        return {**(obj.get("data") or {}),
-                **{k: base64.b64decode(v).decode() for k, v in (obj.get("binaryData") or {}).items()}}
+            return decoded("data")
+        return {**(obj.get("data") or {}), **decoded("binaryData")}
 
     def _field(self, path: str) -> str:
         meta, spec = self.pod["metadata"], self.pod["spec"]
@@ -464,40 +496,48 @@ class _PodRun:
     # --- running ---
 
     def _execute(self, containers: list[dict], prepared: dict[str, dict]) -> bool:
-        """Runs containers together until all have exited (restarting per restartPolicy) or
-        the pod is killed; True if all exited 0."""
+        """Runs containers together until all have exited (restarting failed ones unless
+        restartPolicy is Never; Always counts as OnFailure) or the pod is killed; True if all
+        exited 0."""
+        if self.killed.is_set():
+            return False
         for container in containers:
             self._spawn(container["name"], prepared[container["name"]])
-        self._report("Running" if self.initialized or containers[0] in
-                     self.pod["spec"]["containers"] else "Pending")
+        self._report(self._phase())
         running = {c["name"] for c in containers}
         while running:
-            if self.killed.wait(0.1):
+            killed = self.killed.wait(0.1)
+            if killed:
                 for name in running:
-                    kill_group(self.processes[name], self.grace)
-            for name in sorted(running):
+                    self._kill(name)
+            exited = sorted(n for n in running if self.processes[n].poll() is not None)
+            for name in exited:
                 code = self.processes[name].poll()
-                if code is None:
-                    continue
                 self._terminated(name, prepared[name], 128 - code if code < 0 else code)
-                if self._restart(code) and not self.killed.is_set():
-                    self._report("Running" if self.initialized else "Pending")
-                    if self.killed.wait(1):
-                        running.discard(name)
-                        continue
-                    status = self.statuses[name]
-                    status["restartCount"] += 1
-                    status["lastState"] = status["state"]
-                    self._spawn(name, prepared[name])
-                else:
-                    running.discard(name)
-            if not self.killed.is_set() or not running:
-                self._report_if_changed()
+                running.discard(name)
+            if not exited or killed:
+                continue
+            self._report(self._phase())
+            for name in exited:
+                status = self.statuses[name]
+                if (self.restart_policy == "Never" or status["state"]["terminated"]["exitCode"] == 0
+                        or self.killed.wait(1)):
+                    continue
+                status["restartCount"] += 1
+                status["lastState"] = status["state"]
+                self._spawn(name, prepared[name])
+                running.add(name)
+                self._report(self._phase())
         return all(self.statuses[c["name"]]["state"].get("terminated", {}).get("exitCode") == 0
                    for c in containers)
 
-    def _restart(self, code: int) -> bool:
-        return self.restart_policy == "Always" or (self.restart_policy == "OnFailure" and code != 0)
+    def _phase(self) -> str:
+        return "Running" if self.initialized else "Pending"
+
+    def _kill(self, name: str) -> None:
+        process = self.processes[name]
+        if isinstance(process, subprocess.Popen) and process.poll() is None:
+            kill_group(process, self.grace)
 
     def _spawn(self, name: str, prepared: dict) -> None:
         prepared["message_file"].write_text("")
@@ -510,7 +550,8 @@ class _PodRun:
                 self.processes[name] = subprocess.Popen(
                     [executable, *argv[1:]], env=prepared["env"], cwd=prepared["cwd"],
                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    start_new_session=True)
+                    # This thread waits for the process, so it outlives it unless pytest dies.
+                    start_new_session=True, preexec_fn=die_with_parent)
         except OSError as error:
             # What a runtime reports for a missing executable: the container never started.
             self.processes[name] = _Exited(128)
@@ -550,12 +591,6 @@ class _PodRun:
                 "imageID": "", "ready": False, "started": False, "restartCount": 0,
                 "state": {state: detail}}
 
-    _last_report: object = None
-
-    def _report_if_changed(self) -> None:
-        if self.statuses != self._last_report:
-            self._report("Running" if self.initialized else "Pending")
-
     def _report(self, phase: str, reason: str | None = None, message: str | None = None) -> None:
         if not self.report_to_api:
             return
@@ -581,7 +616,6 @@ class _PodRun:
         if spec.get("initContainers"):
             status["initContainerStatuses"] = [self._wire(self.statuses[c["name"]])
                                                for c in spec["initContainers"]]
-        self._last_report = {k: {**v, "state": dict(v["state"])} for k, v in self.statuses.items()}
         try:
             self.api.request("PATCH", f"{self.path}/status", {"status": status}, content_type=SMP)
         except KubeError as error:
@@ -596,7 +630,8 @@ class _PodRun:
             if not value:
                 return None
             return {kind: value.get(kind) for kind in ("waiting", "running", "terminated")}
-        return {**status, "state": state(status["state"]), "lastState": state(status.get("lastState"))}
+        return {**status, "state": state(status["state"]),
+                "lastState": state(status.get("lastState"))}
 
     def _finish(self, reason: str | None = None, message: str | None = None) -> None:
         """Reports the terminal phase, then (if the pod is being deleted) removes it as a
@@ -618,9 +653,8 @@ class _PodRun:
             if error.status != 404:
                 log.warning("pod %s/%s: %s", self.namespace, self.name, error)
         finally:
-            for process in self.processes.values():
-                if isinstance(process, subprocess.Popen) and process.poll() is None:
-                    kill_group(process, 0)
+            for name in self.processes:
+                self._kill(name)
 
 
 class _Exited:
@@ -632,5 +666,3 @@ class _Exited:
     def poll(self) -> int:
         return self.returncode
 
-
-del signal  # only kill_group signals

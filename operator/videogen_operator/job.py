@@ -1,0 +1,171 @@
+"""Builders: a VideoGeneration becomes the runner's request and one Job manifest (plain dicts).
+
+Pure functions of the resource and the settings, so tests compare their whole output.
+"""
+
+import hashlib
+
+from videogen_runner.errors import PERMANENT_EXIT_CODES
+from videogen_runner.request import GenerationRequest
+
+from videogen_operator.models import GROUP, VideoGenerationSpec
+from videogen_operator.settings import Settings
+
+MODEL_MOUNT = "/models"
+SCRATCH = "/tmp"
+OUTPUT_PATH = f"{SCRATCH}/videogen/output.mp4"
+NAME_LABEL = f"{GROUP}/name"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "videogen-operator", "app.kubernetes.io/name": "videogen-runner"}
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+RUNNER_UID = 10001
+
+
+def short_name(prefix: str, name: str, limit: int = 63, sep: str = "-") -> str:
+    """prefix-name, cut to `limit` with a hash suffix when too long (names must stay unique)."""
+    full = f"{prefix}{sep}{name}"
+    if len(full) <= limit:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
+    return f"{full[: limit - 9].rstrip('-.')}-{digest}"
+
+
+def job_name(name: str) -> str:
+    return short_name("videogen", name)
+
+
+def task_id(namespace: str, name: str) -> str:
+    """The id in Redis and S3 keys: <namespace>.<name>, readable and unique in the cluster."""
+    return short_name(namespace, name, 128, sep=".")
+
+
+def build_request(spec: VideoGenerationSpec, namespace: str, name: str, settings: Settings) -> GenerationRequest:
+    """The runner's request; raises pydantic's ValidationError when the runner would refuse it."""
+    output = spec.output
+    return GenerationRequest.model_validate({
+        "task_id": task_id(namespace, name),
+        "model": {"preset": spec.model.preset, "path": f"{MODEL_MOUNT}/{spec.model.path}".rstrip("/")},
+        "task": spec.task,
+        "prompt": spec.prompt,
+        "negative_prompt": spec.negative_prompt,
+        "image": spec.image,
+        "width": spec.video.width,
+        "height": spec.video.height,
+        "frames": spec.video.frames,
+        "fps": spec.video.fps,
+        "steps": spec.sampling.steps,
+        "guidance_scale": spec.sampling.guidance_scale,
+        "guidance_scale_2": spec.sampling.guidance_scale2,
+        "flow_shift": spec.sampling.flow_shift,
+        "seed": spec.sampling.seed,
+        "loras": [{"path": f"{MODEL_MOUNT}/{lora.path}", "weight": lora.weight, "experts": lora.experts}
+                  for lora in spec.loras],
+        "output": {
+            "path": OUTPUT_PATH,
+            "bucket": output.bucket or settings.s3_bucket,
+            **({"key": output.key} if output.key else {}),
+            "endpoint_url": output.endpoint_url or settings.s3_endpoint_url,
+            "region": output.region or settings.s3_region,
+        },
+        "reporting": {"redis_url": spec.reporting.redis_url or settings.redis_url,
+                      "key_prefix": settings.redis_key_prefix},
+        "acceleration": {"attention_backend": spec.acceleration.attention_backend,
+                         "compile": spec.acceleration.compile, "offload": spec.acceleration.offload},
+    })
+
+
+def secret_env(variable: str, secret: str, key: str, optional: bool = False) -> dict:
+    return {"name": variable, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": optional}}}
+
+
+def build_job(body: dict, spec: VideoGenerationSpec, request: GenerationRequest, settings: Settings) -> dict:
+    """The Job that runs the runner once (plus retries of retryable failures)."""
+    meta = body["metadata"]
+    labels = {**MANAGED_BY, NAME_LABEL: meta["name"]}  # never the resource's own labels: GitOps
+    if spec.queue_name:
+        labels[KUEUE_QUEUE_LABEL] = spec.queue_name
+
+    # 1. The container: the request as JSON, secrets only as secretKeyRef env vars.
+    env = [{"name": "VIDEOGEN_REQUEST", "value": request.model_dump_json(exclude_none=True)},
+           {"name": "HF_HUB_OFFLINE", "value": "1"},
+           {"name": "TORCHINDUCTOR_CACHE_DIR", "value": f"{SCRATCH}/inductor"}]
+    credentials = spec.output.credentials_secret or settings.s3_credentials_secret
+    if credentials:
+        env += [secret_env("AWS_ACCESS_KEY_ID", credentials, "AWS_ACCESS_KEY_ID"),
+                secret_env("AWS_SECRET_ACCESS_KEY", credentials, "AWS_SECRET_ACCESS_KEY")]
+    if spec.reporting.password_secret:
+        env.append(secret_env("REDIS_PASSWORD", spec.reporting.password_secret.name, spec.reporting.password_secret.key))
+    elif settings.redis_password_secret:
+        env.append(secret_env("REDIS_PASSWORD", settings.redis_password_secret, "REDIS_PASSWORD", optional=True))
+
+    limits = {}
+    if spec.resources.gpus:
+        limits[spec.resources.gpu_resource] = str(spec.resources.gpus)
+    for resource in ("cpu", "memory"):
+        if getattr(spec.resources, resource):
+            limits[resource] = getattr(spec.resources, resource)
+    container = {
+        "name": "runner",
+        "image": spec.runner_image or settings.runner_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": settings.runner_command,
+        "env": env,
+        "resources": {"limits": limits, "requests": dict(limits)},
+        "volumeMounts": [{"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True},
+                         {"name": "scratch", "mountPath": SCRATCH}],
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "runAsNonRoot": True, "runAsUser": RUNNER_UID, "capabilities": {"drop": ["ALL"]}},
+    }
+
+    # 2. Volumes: the weights read-only, a writable scratch (the root filesystem is read-only).
+    model = ({"persistentVolumeClaim": {"claimName": spec.model.pvc.claim_name, "readOnly": True}}
+             if spec.model.pvc else {"hostPath": {"path": spec.model.host_path, "type": "Directory"}})
+    volumes = [{"name": "model", **model}, {"name": "scratch", "emptyDir": {"sizeLimit": settings.scratch_size}}]
+    if spec.resources.gpus > 1:  # NCCL between GPUs needs more shared memory than the default 64 MiB
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
+        container["volumeMounts"].append({"name": "dshm", "mountPath": "/dev/shm"})
+
+    pod_spec = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": settings.termination_grace_seconds,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": RUNNER_UID, "fsGroup": RUNNER_UID,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": volumes,
+        **({"nodeSelector": spec.node_selector} if spec.node_selector else {}),
+        **({"tolerations": [t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations]}
+           if spec.tolerations else {}),
+        **({"priorityClassName": spec.priority_class_name} if spec.priority_class_name else {}),
+    }
+
+    # 3. The Job: permanent exit codes fail it at once, disruptions don't count as attempts.
+    deadline = spec.deadline_seconds or settings.deadline_seconds
+    ttl = spec.ttl_seconds_after_finished if spec.ttl_seconds_after_finished is not None else settings.job_ttl_seconds
+    job_spec = {
+        "backoffLimit": spec.retries,
+        "ttlSecondsAfterFinished": ttl,
+        # Kueue admits a queued Job by un-suspending it; the operator only ever adds a stop.
+        "suspend": spec.suspend or bool(spec.queue_name),
+        "podFailurePolicy": {"rules": [
+            {"action": "FailJob", "onExitCodes": {"containerName": "runner", "operator": "In",
+                                                  "values": PERMANENT_EXIT_CODES}},
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        ]},
+        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        **({"activeDeadlineSeconds": deadline} if deadline else {}),
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(meta["name"]),
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "ownerReferences": [{"apiVersion": body["apiVersion"], "kind": body["kind"], "name": meta["name"],
+                                 "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}],
+        },
+        "spec": job_spec,
+    }

@@ -1,0 +1,29 @@
+"""Operator configuration, from VIDEOGEN_* environment variables (the Helm chart sets them)."""
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VIDEOGEN_", env_nested_delimiter="__")
+
+    namespaces: list[str] = Field(default_factory=list, description="Namespaces to watch; empty: all.")
+    runner_image: str = Field(default="videogen-runner:0.1.0", description="Default runner image.")
+    runner_command: list[str] = Field(default_factory=lambda: ["videogen-runner"])
+    image_pull_policy: str = "IfNotPresent"
+    s3_endpoint_url: str | None = Field(default=None, description="Default S3 endpoint (else AWS).")
+    s3_region: str | None = None
+    s3_bucket: str | None = Field(default=None, description="Default bucket when a spec names none.")
+    s3_credentials_secret: str | None = Field(
+        default=None, description="Default Secret (in the resource's namespace) with AWS_ACCESS_KEY_ID/SECRET.")
+    redis_url: str | None = Field(default=None, description="Default Redis for progress, and the operator's own.")
+    redis_password_secret: str | None = Field(default=None, description="Secret with key REDIS_PASSWORD.")
+    redis_password: str | None = Field(default=None, description="The operator's own Redis password.")
+    redis_key_prefix: str = "videogen"
+    job_ttl_seconds: int = Field(default=24 * 3600, description="Default ttlSecondsAfterFinished of Jobs.")
+    deadline_seconds: int | None = Field(default=None, description="Default activeDeadlineSeconds.")
+    scratch_size: str = Field(default="32Gi", description="Size limit of the pod's writable /tmp.")
+    termination_grace_seconds: int = 60
+    progress_interval_seconds: float = Field(default=2.0, description="At most one progress patch per this.")
+    metrics_port: int = 8080
+    health_port: int = 8081

@@ -1,0 +1,1 @@
+"""Smoke tests of the test control plane and the local pod executor."""

@@ -1,0 +1,197 @@
+"""The operator end to end on the real control plane: kubectl apply → Job → the runner as a
+local process on the fake GPU node → MP4 in S3 → status; with real Redis and S3 servers."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support.services import S3_CREDENTIALS, free_port, s3_client, wait_until
+
+ROOT = Path(__file__).parents[2]
+CRD = ROOT / "crds" / "videogenerations.videogen.io.yaml"
+BUCKET = "videos"
+pytestmark = pytest.mark.cluster
+
+
+class Operator:
+    """`videogen-operator` as its own process, configured like the Helm chart does."""
+
+    def __init__(self, cluster, env: dict, log: Path):
+        self.cluster, self.env, self.log = cluster, env, log
+        self.health = f"http://127.0.0.1:{env['VIDEOGEN_HEALTH_PORT']}/healthz"
+        self.process = None
+
+    def start(self):
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "videogen_operator.main"], env=self.env,
+                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_until(lambda: urllib.request.urlopen(self.health, timeout=2).status == 200, 60, "operator health")
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
+@pytest.fixture(scope="module")
+def operator(kube_cluster, pod_executor, redis_server, s3_server, tmp_path_factory):
+    kube_cluster.kubectl("apply", "--server-side", "-f", str(CRD))
+    kube_cluster.kubectl("wait", "--for=condition=Established", "crd/videogenerations.videogen.io", "--timeout=30s")
+    client = s3_client(s3_server.endpoint)
+    if BUCKET not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
+        client.create_bucket(Bucket=BUCKET)
+    env = {**os.environ, "KUBECONFIG": str(kube_cluster.kubeconfig),
+           "VIDEOGEN_RUNNER_COMMAND": json.dumps([str(Path(sys.executable).parent / "videogen-runner")]),
+           "VIDEOGEN_S3_ENDPOINT_URL": s3_server.endpoint, "VIDEOGEN_S3_REGION": "us-east-1",
+           "VIDEOGEN_S3_BUCKET": BUCKET, "VIDEOGEN_S3_CREDENTIALS_SECRET": "s3-credentials",
+           "VIDEOGEN_REDIS_URL": redis_server.url, "VIDEOGEN_PROGRESS_INTERVAL_SECONDS": "0",
+           "VIDEOGEN_METRICS_PORT": str(free_port()), "VIDEOGEN_HEALTH_PORT": str(free_port())}
+    handle = Operator(kube_cluster, env, tmp_path_factory.mktemp("operator") / "log")
+    handle.start()
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def namespace(kube_namespace, kube_cluster):
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-credentials"},
+              "stringData": {k: v for k, v in S3_CREDENTIALS.items() if k.startswith("AWS_") and "KEY" in k}}
+    kube_cluster.kubectl("apply", "-n", kube_namespace, "-f", "-", input=json.dumps(secret))
+    return kube_namespace
+
+
+def tiny_manifest(tiny_models, name="tiny", **spec) -> dict:
+    manifest = yaml.safe_load((ROOT / "examples" / "tiny-cpu.yaml").read_text())
+    manifest["metadata"]["name"] = name
+    manifest["spec"]["model"] = {"preset": "ti2v-5b", "hostPath": str(tiny_models["ti2v-5b"].parent),
+                                 "path": tiny_models["ti2v-5b"].name}
+    manifest["spec"].update(spec)
+    return manifest
+
+
+def apply(cluster, namespace, manifest):
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+
+
+def get(cluster, namespace, kind, name=None, selector=None):
+    args = ["get", kind, "-n", namespace, "-o", "json"] + ([name] if name else []) + (["-l", selector] if selector else [])
+    return json.loads(cluster.kubectl(*args).stdout)
+
+
+def status_of(cluster, namespace, name):
+    return get(cluster, namespace, "vg", name).get("status") or {}
+
+
+def test_tiny_example_succeeds_with_the_video_in_s3(operator, namespace, tiny_models, s3_server, redis_client):
+    cluster = operator.cluster
+    apply(cluster, namespace, tiny_manifest(tiny_models, sampling={"steps": 40, "seed": 7}))
+    stages, phases = set(), []
+    watch = cluster.api().watch(f"/apis/videogen.io/v1alpha1/namespaces/{namespace}/videogenerations", 180,
+                                fieldSelector="metadata.name=tiny")
+    for event in watch:  # every status the operator wrote, as `kubectl get vg -w` shows them
+        status = event["object"].get("status") or {}
+        stages.add((status.get("progress") or {}).get("stage"))
+        if not phases or phases[-1] != status.get("phase"):
+            phases.append(status.get("phase"))
+        if status.get("phase") in ("Succeeded", "Failed"):
+            watch.close()
+            break
+    cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", "vg/tiny", "--timeout=10s")
+
+    status = status_of(cluster, namespace, "tiny")
+    assert status["phase"] == "Succeeded", status
+    output = status["output"]
+    assert output["uri"] == f"s3://{BUCKET}/{namespace}.tiny.mp4"
+    body = s3_client(s3_server.endpoint).get_object(Bucket=BUCKET, Key=f"{namespace}.tiny.mp4")["Body"].read()
+    assert output["sha256"] == hashlib.sha256(body).hexdigest() and output["bytes"] == len(body)
+    assert (output["frames"], output["width"], output["height"], output["fps"], output["seed"]) == (9, 64, 64, 24, 7)
+    assert output["timings"]["denoise"] > 0
+    assert status["attempts"] == 1 and status["jobName"] == "videogen-tiny"
+    assert status["startTime"] and status["completionTime"] and status["observedGeneration"] == 1
+    assert "Running" in phases and phases[-1] == "Succeeded"
+    assert {"denoising", "succeeded"} <= stages
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
+    events = get(cluster, namespace, "events")["items"]
+    assert {"JobCreated", "Generated"} <= {e["reason"] for e in events}
+    # Every stage went through Redis for outside consumers.
+    history = [f["stage"] for _, f in redis_client.xrange(f"videogen:task:{namespace}.tiny:events")]
+    assert [s for i, s in enumerate(history) if i == 0 or history[i - 1] != s] == [
+        "loading", "encoding", "denoising", "decoding", "exporting", "uploading", "succeeded"]
+    printed = cluster.kubectl("get", "vg", "-n", namespace).stdout
+    assert "Succeeded" in printed and "ti2v-5b" in printed
+
+    # The Job is the resource's only child and carries none of its labels (GitOps-safe).
+    job = get(cluster, namespace, "jobs", "videogen-tiny")
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "VideoGeneration"
+    assert job["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [10, 11, 12]
+
+
+def test_a_runner_failure_ends_failed_with_its_reason(operator, namespace, tiny_models, tmp_path):
+    manifest = tiny_manifest(tiny_models, "missing-model")
+    manifest["spec"]["model"] = {"preset": "ti2v-5b", "hostPath": str(tmp_path), "path": "nothing-here"}
+    apply(operator.cluster, namespace, manifest)
+    operator.cluster.kubectl("wait", "-n", namespace, "--for=condition=Failed", "vg/missing-model", "--timeout=120s")
+    status = status_of(operator.cluster, namespace, "missing-model")
+    assert status["reason"] == "ModelNotFound" and "model.path" in status["message"]
+    assert status["attempts"] == 1  # a permanent exit code is not retried
+
+
+def test_what_only_the_operator_can_judge_is_invalid_spec(operator, namespace, tiny_models):
+    apply(operator.cluster, namespace, tiny_manifest(tiny_models, "bad-key", output={"key": "{task_id}/{secret}.mp4"}))
+    operator.cluster.kubectl("wait", "-n", namespace, "--for=condition=Failed", "vg/bad-key", "--timeout=60s")
+    status = status_of(operator.cluster, namespace, "bad-key")
+    assert status["reason"] == "InvalidSpec" and "spec.output.key" in status["message"]
+    assert get(operator.cluster, namespace, "jobs")["items"] == []
+
+
+def test_unschedulable_pods_show_in_status(operator, namespace, tiny_models):
+    apply(operator.cluster, namespace, tiny_manifest(tiny_models, "too-big", resources={"gpus": 8}))
+    wait_until(lambda: status_of(operator.cluster, namespace, "too-big").get("reason") == "Unschedulable", 60,
+               "Unschedulable status")
+    status = status_of(operator.cluster, namespace, "too-big")
+    assert status["phase"] == "Pending" and "nvidia.com/gpu" in status["message"]
+
+
+def test_suspend_stops_and_resume_finishes(operator, namespace, tiny_models, redis_client):
+    cluster = operator.cluster
+    apply(cluster, namespace, tiny_manifest(tiny_models, "pausable", sampling={"steps": 60, "seed": 1}))
+    wait_until(lambda: (status_of(cluster, namespace, "pausable").get("progress") or {}).get("stage") == "denoising",
+               120, "denoising")
+    cluster.kubectl("patch", "vg", "pausable", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    wait_until(lambda: status_of(cluster, namespace, "pausable").get("phase") == "Suspended", 60, "Suspended")
+    wait_until(lambda: not get(cluster, namespace, "pods", selector="job-name=videogen-pausable")["items"], 60,
+               "the pod gone")
+    assert get(cluster, namespace, "jobs", "videogen-pausable")["spec"]["suspend"] is True
+    cluster.kubectl("patch", "vg", "pausable", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", "vg/pausable", "--timeout=240s")
+
+
+def test_restart_creates_no_second_job_and_delete_cleans_up(operator, namespace, tiny_models):
+    cluster = operator.cluster
+    operator.stop()
+    try:
+        apply(cluster, namespace, tiny_manifest(tiny_models, "while-down"))
+    finally:
+        operator.start()
+    cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", "vg/while-down", "--timeout=240s")
+    operator.stop()
+    operator.start()  # resumes every resource: must not create another Job or rerun anything
+    time.sleep(3)
+    jobs = get(cluster, namespace, "jobs")["items"]
+    assert [j["metadata"]["name"] for j in jobs] == ["videogen-while-down"]
+    assert status_of(cluster, namespace, "while-down")["attempts"] == 1
+
+    cluster.kubectl("delete", "vg", "while-down", "-n", namespace, "--wait=true", "--timeout=30s")
+    wait_until(lambda: not get(cluster, namespace, "jobs")["items"], 60, "the Job garbage-collected")
+    wait_until(lambda: not get(cluster, namespace, "pods")["items"], 60, "the pods garbage-collected")
