@@ -10,7 +10,7 @@ from videogen_operator.settings import Settings
 
 def main() -> None:
     settings = Settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     kopf.run(
         standalone=True,  # one replica; no peering CRDs needed
         clusterwide=not settings.namespaces,

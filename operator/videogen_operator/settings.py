@@ -7,6 +7,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VIDEOGEN_", env_nested_delimiter="__")
 
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     namespaces: list[str] = Field(default_factory=list, description="Namespaces to watch; empty: all.")
     runner_image: str = Field(default="videogen-runner:0.1.0", description="Default runner image.")
     runner_command: list[str] = Field(default_factory=lambda: ["videogen-runner"])

@@ -1,0 +1,100 @@
+"""The Job builder and the request it carries: plain dicts, compared on what matters."""
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from videogen_operator.job import build_job, build_request, job_name, task_id
+from videogen_operator.models import VideoGenerationSpec
+from videogen_operator.settings import Settings
+
+SETTINGS = Settings(runner_image="runner:1", s3_bucket="videos", s3_endpoint_url="http://s3:9000",
+                    s3_credentials_secret="s3-creds", redis_url="redis://redis:6379/0", job_ttl_seconds=3600)
+
+
+def body(**spec):
+    return {"apiVersion": "videogen.io/v1alpha1", "kind": "VideoGeneration",
+            "metadata": {"name": "fox", "namespace": "team-a", "uid": "u-1", "labels": {"argocd.argoproj.io/instance": "x"}},
+            "spec": {"model": {"preset": "t2v-a14b", "pvc": {"claimName": "models"}, "path": "Wan2.2-T2V-A14B"},
+                     "prompt": "a fox", **spec}}
+
+
+def build(**spec):
+    b = body(**spec)
+    parsed = VideoGenerationSpec.model_validate(b["spec"])
+    request = build_request(parsed, "team-a", "fox", SETTINGS)
+    return build_job(b, parsed, request, SETTINGS), request
+
+
+def test_request_applies_defaults_and_operator_settings():
+    _, request = build(video={"frames": 33}, sampling={"seed": 3}, loras=[{"path": "loras/a.safetensors"}])
+    assert request.task_id == "team-a.fox"
+    assert request.model.path == "/models/Wan2.2-T2V-A14B"
+    assert (request.frames, request.steps, request.guidance_scale_2, request.seed) == (33, 40, 3.0, 3)
+    assert request.loras[0].path == "/models/loras/a.safetensors"
+    assert (request.output.bucket, request.output.endpoint_url) == ("videos", "http://s3:9000")
+    assert request.output.path == "/tmp/videogen/output.mp4"
+    assert request.reporting.redis_url == "redis://redis:6379/0"
+
+
+def test_job_is_secure_owned_and_carries_no_resource_labels():
+    job, request = build()
+    assert job["metadata"]["name"] == "videogen-fox"
+    assert job["metadata"]["ownerReferences"] == [{"apiVersion": "videogen.io/v1alpha1", "kind": "VideoGeneration",
+                                                   "name": "fox", "uid": "u-1", "controller": True,
+                                                   "blockOwnerDeletion": True}]
+    assert "argocd.argoproj.io/instance" not in job["metadata"]["labels"]
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["automountServiceAccountToken"] is False and pod["restartPolicy"] == "Never"
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                             "runAsNonRoot": True, "runAsUser": 10001,
+                                             "capabilities": {"drop": ["ALL"]}}
+    assert {"name": "scratch", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert pod["volumes"][0] == {"name": "model", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}}
+    assert container["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    env = {e["name"]: e for e in container["env"]}
+    assert json.loads(env["VIDEOGEN_REQUEST"]["value"]) == json.loads(request.model_dump_json(exclude_none=True))
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "s3-creds", "key": "AWS_SECRET_ACCESS_KEY", "optional": False}
+    assert "testing" not in json.dumps(job) and "password" not in env["VIDEOGEN_REQUEST"]["value"]
+
+
+def test_job_policies_come_from_the_spec_and_the_runner_exit_codes():
+    job, _ = build(retries=4, deadlineSeconds=3600, ttlSecondsAfterFinished=60)
+    spec = job["spec"]
+    assert (spec["backoffLimit"], spec["activeDeadlineSeconds"], spec["ttlSecondsAfterFinished"]) == (4, 3600, 60)
+    rules = spec["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "FailJob", "onExitCodes": {"containerName": "runner", "operator": "In",
+                                                              "values": [10, 11, 12]}}
+    assert rules[1]["action"] == "Ignore"
+    assert spec["suspend"] is False
+    assert build()[0]["spec"]["ttlSecondsAfterFinished"] == 3600
+
+
+def test_kueue_jobs_start_suspended_with_the_queue_label():
+    job, _ = build(queueName="gpu-batch", priorityClassName="low")
+    assert job["spec"]["suspend"] is True
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-batch"
+    assert job["spec"]["template"]["spec"]["priorityClassName"] == "low"
+
+
+def test_two_gpus_get_shared_memory_and_host_path_weights():
+    job, _ = build(model={"preset": "t2v-a14b", "hostPath": "/mnt/models", "path": "a14b"}, resources={"gpus": 2})
+    pod = job["spec"]["template"]["spec"]
+    assert pod["volumes"][0] == {"name": "model", "hostPath": {"path": "/mnt/models", "type": "Directory"}}
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in pod["containers"][0]["volumeMounts"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+
+
+def test_long_names_stay_valid_and_unique():
+    long = "x" * 250
+    assert len(job_name(long)) <= 63 and job_name(long) != job_name(long[:-1])
+    assert len(task_id("ns", long)) <= 128 and task_id("ns", long) != task_id("ns", long[:-1])
+
+
+def test_request_errors_name_the_field():
+    b = body(output={"key": "{task_id}/{nope}"})
+    with pytest.raises(ValidationError, match="unknown template fields"):
+        build_request(VideoGenerationSpec.model_validate(b["spec"]), "team-a", "fox", SETTINGS)
