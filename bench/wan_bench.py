@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
 from transformers import UMT5Config, UMT5EncoderModel
@@ -56,6 +57,9 @@ VARIANTS = {
     # The runner's defaults.
     "runner": dict(),
     "runner-nocompile": dict(compile=False),
+    # Opt-in approximations, each compared with the exact "runner" video of the same seed and steps.
+    "taylorseer": dict(step_cache="taylorseer"),
+    "first-block": dict(step_cache="first_block", step_cache_threshold=0.05),
 }
 
 
@@ -110,7 +114,14 @@ def build(model: str, device: torch.device, dtype: torch.dtype, small: bool) -> 
                        transformer=transformer, **second, **arch["pipe"])
 
 
-def run_variant(pipe, name: str, request: GenerationRequest, device, fl: float) -> dict:
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two float videos in [0, 1], as uint8 frames (what the MP4 would hold)."""
+    a8, b8 = ((np.clip(x, 0, 1) * 255).round() for x in (a, b))
+    mse = float(np.mean((a8 - b8) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+def run_variant(pipe, name: str, request: GenerationRequest, device, fl: float) -> tuple[dict, np.ndarray]:
     """One video through the runner's path; per-step times from the step callback."""
     loaded = pipeline.configure(pipe, request, device)
     stamps = []
@@ -133,15 +144,44 @@ def run_variant(pipe, name: str, request: GenerationRequest, device, fl: float) 
         row["tflops"] = round(2 * fl / step_s / 1e12, 1)  # CFG: two forwards per step
         row["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
     print(json.dumps(row), flush=True)
-    return row
+    return row, frames
+
+
+def vae_decode_check(pipe, model: str, device) -> dict:
+    """The same latents decoded in the default layout and in channels_last_3d: time and difference."""
+    vae = pipe.vae
+    z = vae.config.z_dim
+    spatial = vae.config.get("scale_factor_spatial", 8)
+    shape = (1, z, 31 if model == "ti2v-5b" else 21, 704 // spatial if model == "ti2v-5b" else 720 // spatial,
+             1280 // spatial)
+    latents = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
+    out = {}
+    with torch.inference_mode():
+        for layout in ("contiguous", "channels_last_3d"):
+            if layout == "channels_last_3d":
+                vae.to(memory_format=torch.channels_last_3d)
+            vae.decode(latents[:, :, :2])  # warm-up (cuDNN algorithm choice)
+            torch.cuda.synchronize()
+            started = time.perf_counter()
+            video = vae.decode(latents, return_dict=False)[0]
+            torch.cuda.synchronize()
+            out[layout] = {"seconds": round(time.perf_counter() - started, 2)}
+            out[layout + "_video"] = video.float().cpu()
+        vae.to(memory_format=torch.contiguous_format)
+    a, b = out.pop("contiguous_video"), out.pop("channels_last_3d_video")
+    out["max_abs_diff"] = float((a - b).abs().max())
+    print(json.dumps({"vae_decode": out}), flush=True)
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="ti2v-5b", choices=sorted(ARCHITECTURES))
     parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--variants", default="diffusers,runner-nocompile,runner")
+    parser.add_argument("--variants", default="diffusers,runner-nocompile,runner",
+                        help="comma-separated NAME[:STEPS]; a repeated name runs again in the same process (warm)")
     parser.add_argument("--tiny", action="store_true", help="tiny model on any device: checks the script")
+    parser.add_argument("--vae-check", action="store_true", help="time VAE decode in NCDHW vs channels_last_3d")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
 
@@ -157,22 +197,36 @@ def main() -> int:
     started = time.perf_counter()
     pipe = build(args.model, device, dtype, args.tiny)
     result["build_s"] = round(time.perf_counter() - started, 1)
-    for name in args.variants.split(","):
+    exact = {}  # steps → frames of the exact runner video, the reference of the approximations
+    for variant in args.variants.split(","):
+        name, _, steps = variant.partition(":")
         request = GenerationRequest(task_id="bench", model={"preset": args.model, "path": "-"}, prompt=PROMPT,
-                                    negative_prompt=NEGATIVE, steps=args.steps, acceleration=VARIANTS[name], **size)
+                                    negative_prompt=NEGATIVE, steps=int(steps or args.steps),
+                                    acceleration=VARIANTS[name], **size)
         tokens, fl = flops_per_forward(ARCHITECTURES[args.model], request)
         result.update(tokens=tokens, tflop_per_forward=round(fl / 1e12, 1),
                       shape=[request.width, request.height, request.frames])
-        result["rows"].append(run_variant(pipe, name, request, device, fl))
+        row, frames = run_variant(pipe, name, request, device, fl)
+        if name == "runner":
+            exact.setdefault(request.steps, frames)
+        elif request.steps in exact and name not in ("diffusers", "runner-nocompile"):
+            row["psnr_vs_exact_db"] = round(psnr(frames, exact[request.steps]), 2)
+        if name.startswith(("taylorseer", "first-block")):
+            for transformer in {id(t): t for t in (pipe.transformer, pipe.transformer_2) if t is not None}.values():
+                transformer.disable_cache()
+        result["rows"].append(row)
+    if args.vae_check:
+        result["vae_decode"] = vae_decode_check(pipe, args.model, device)
 
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / f"bench_{args.model}{'_tiny' if args.tiny else ''}.json").write_text(json.dumps(result, indent=1))
     print(f"\n{result['model']} {result['shape']} on {result['device']}, {result['tokens']} tokens, "
           f"{result['tflop_per_forward']} TFLOP/forward, matmul {result.get('matmul_tflops')} TFLOP/s")
-    print("| variant | attention | s/step | TFLOP/s | first step | encode | decode | video | peak GiB |")
+    print("| variant | attention | steps | s/step | TFLOP/s | first step | encode | decode | video | peak GiB | PSNR |")
     for r in result["rows"]:
-        print(f"| {r['variant']} | {r['attention']} | {r['step_s']} | {r.get('tflops')} | {r['first_step_s']} | "
-              f"{r['encode_s']} | {r['decode_s']} | {r['video_s']} | {r.get('peak_gib')} |")
+        print(f"| {r['variant']} | {r['attention']} | {r['steps']} | {r['step_s']} | {r.get('tflops')} | "
+              f"{r['first_step_s']} | {r['encode_s']} | {r['decode_s']} | {r['video_s']} | {r.get('peak_gib')} | "
+              f"{r.get('psnr_vs_exact_db', '')} |")
     return 0
 
 

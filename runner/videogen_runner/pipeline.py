@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline, WanPipeline
+from diffusers.hooks import FirstBlockCacheConfig, TaylorSeerCacheConfig
 from PIL import Image
 
 from videogen_runner import attention
@@ -80,7 +81,16 @@ def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedP
     for transformer in transformers:
         transformer.set_attention_backend(backend)
 
-    # 6. Regional compilation: the repeated transformer block compiled once, reused 30-40 times.
+    # 6. Opt-in approximation: a step cache skips transformer work that barely changes between
+    #    steps (quality gate and speed-ups: bench/RESULTS.md).
+    for transformer in transformers:
+        if acceleration.step_cache == "first_block":
+            transformer.enable_cache(FirstBlockCacheConfig(threshold=acceleration.step_cache_threshold))
+        elif acceleration.step_cache == "taylorseer":
+            transformer.enable_cache(TaylorSeerCacheConfig(cache_interval=5, disable_cache_before_step=3,
+                                                           max_order=1, use_lite_mode=True))
+
+    # 7. Regional compilation: the repeated transformer block compiled once, reused 30-40 times.
     if acceleration.compile and device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # the VAE's 3D convolutions pick their fastest kernels
         for transformer in transformers:

@@ -85,6 +85,12 @@ class Acceleration(Strict):
     uniform_timesteps: bool = Field(
         default=True, description="TI2V-5B text-to-video: one timestep embedding per video, not per token (exact)."
     )
+    step_cache: Literal["none", "first_block", "taylorseer"] = Field(
+        default="none", description="Opt-in approximation: reuse transformer work between denoising steps."
+    )
+    step_cache_threshold: float = Field(
+        default=0.05, gt=0.0, le=1.0, description="first_block: relative residual change under which a step is reused."
+    )
 
 
 class GenerationRequest(Strict):
