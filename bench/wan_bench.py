@@ -25,7 +25,7 @@ from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, Wa
 from transformers import UMT5Config, UMT5EncoderModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runner"))
-from videogen_runner import pipeline, tiny  # noqa: E402
+from videogen_runner import parallel, pipeline, tiny  # noqa: E402
 from videogen_runner.presets import PRESETS  # noqa: E402
 from videogen_runner.request import GenerationRequest  # noqa: E402
 from videogen_runner.result import Timings  # noqa: E402
@@ -143,7 +143,8 @@ def run_variant(pipe, name: str, request: GenerationRequest, device, fl: float) 
     if device.type == "cuda":
         row["tflops"] = round(2 * fl / step_s / 1e12, 1)  # CFG: two forwards per step
         row["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
-    print(json.dumps(row), flush=True)
+    if parallel.is_main():
+        print(json.dumps(row), flush=True)
     return row, frames
 
 
@@ -159,7 +160,8 @@ def vae_decode_check(pipe, model: str, device) -> dict:
     with torch.inference_mode():
         for layout in ("contiguous", "channels_last_3d"):
             if layout == "channels_last_3d":
-                vae.to(memory_format=torch.channels_last_3d)
+                for conv in (m for m in vae.modules() if isinstance(m, torch.nn.Conv3d)):
+                    conv.to(memory_format=torch.channels_last_3d)
             vae.decode(latents[:, :, :2])  # warm-up (cuDNN algorithm choice)
             torch.cuda.synchronize()
             started = time.perf_counter()
@@ -167,7 +169,8 @@ def vae_decode_check(pipe, model: str, device) -> dict:
             torch.cuda.synchronize()
             out[layout] = {"seconds": round(time.perf_counter() - started, 2)}
             out[layout + "_video"] = video.float().cpu()
-        vae.to(memory_format=torch.contiguous_format)
+        for conv in (m for m in vae.modules() if isinstance(m, torch.nn.Conv3d)):
+            conv.to(memory_format=torch.contiguous_format)
     a, b = out.pop("contiguous_video"), out.pop("channels_last_3d_video")
     out["max_abs_diff"] = float((a - b).abs().max())
     print(json.dumps({"vae_decode": out}), flush=True)
@@ -185,12 +188,14 @@ def main() -> int:
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # Under torchrun (several GPUs), each rank takes its GPU and the runner splits the sequence.
+    device = parallel.init("cuda") if parallel.world_size() > 1 else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     preset = PRESETS[args.model]
     size = dict(width=64, height=64, frames=9) if args.tiny else {}
     result = {"model": args.model, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-              "torch": torch.__version__, "steps": args.steps, "rows": []}
+              "gpus": parallel.world_size(), "torch": torch.__version__, "steps": args.steps, "rows": []}
     if device.type == "cuda":
         result["matmul_tflops"] = round(matmul_tflops(), 1)
 
@@ -211,6 +216,7 @@ def main() -> int:
             exact.setdefault(request.steps, frames)
         elif request.steps in exact and name not in ("diffusers", "runner-nocompile"):
             row["psnr_vs_exact_db"] = round(psnr(frames, exact[request.steps]), 2)
+            print(json.dumps({"variant": name, "psnr_vs_exact_db": row["psnr_vs_exact_db"]}), flush=True)
         if name.startswith(("taylorseer", "first-block")):
             for transformer in {id(t): t for t in (pipe.transformer, pipe.transformer_2) if t is not None}.values():
                 transformer.disable_cache()
@@ -218,9 +224,12 @@ def main() -> int:
     if args.vae_check:
         result["vae_decode"] = vae_decode_check(pipe, args.model, device)
 
+    if not parallel.is_main():
+        return 0
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / f"bench_{args.model}{'_tiny' if args.tiny else ''}.json").write_text(json.dumps(result, indent=1))
-    print(f"\n{result['model']} {result['shape']} on {result['device']}, {result['tokens']} tokens, "
+    suffix = f"{'_tiny' if args.tiny else ''}{f'_{parallel.world_size()}gpu' if parallel.world_size() > 1 else ''}"
+    (Path(args.out) / f"bench_{args.model}{suffix}.json").write_text(json.dumps(result, indent=1))
+    print(f"\n{result['model']} {result['shape']} on {result['gpus']}× {result['device']}, {result['tokens']} tokens, "
           f"{result['tflop_per_forward']} TFLOP/forward, matmul {result.get('matmul_tflops')} TFLOP/s")
     print("| variant | attention | steps | s/step | TFLOP/s | first step | encode | decode | video | peak GiB | PSNR |")
     for r in result["rows"]:

@@ -166,9 +166,15 @@ def main(argv: list[str] | None = None) -> int:
         except ValidationError as e:
             raise InvalidRequest(f"invalid request: {describe(e)}") from None
 
-        # 2. The generation (imports torch and diffusers).
+        # 2. The generation (imports torch and diffusers). Several GPUs: one process each, this
+        #    one only launches them and passes rank 0's exit code on.
+        from videogen_runner import parallel
         from videogen_runner.generate import run
 
+        if parallel.world_size() == 1 and (processes := parallel.processes_for(request)) > 1:
+            return parallel.launch(sys.argv[1:] if argv is None else argv, processes)
+        if not parallel.is_main():  # only rank 0 reports
+            reporter = ProgressReporter(request.task_id, Reporting())
         result = run(request, reporter)
     except RunnerError as e:
         result = failure(task_id, e)
@@ -178,10 +184,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             log.exception("unexpected failure")
             result = failure(task_id, RunnerError(f"{type(e).__name__}: {e}"))
-    if reporter is not None:
-        reporter.finish(result)
-    write_termination_message(termination_path, result)
-    print(result.model_dump_json(exclude_none=True), flush=True)
+    if os.environ.get("RANK", "0") == "0":  # the pod's outcome is rank 0's
+        if reporter is not None:
+            reporter.finish(result)
+        write_termination_message(termination_path, result)
+        print(result.model_dump_json(exclude_none=True), flush=True)
     return result.exit_code
 
 

@@ -8,7 +8,7 @@ import random
 import time
 from pathlib import Path
 
-from videogen_runner import export, model_folder, pipeline, storage
+from videogen_runner import export, model_folder, parallel, pipeline, storage
 from videogen_runner.progress import ProgressReporter
 from videogen_runner.request import GenerationRequest
 from videogen_runner.result import RunResult, Timings, VideoOutput
@@ -32,6 +32,10 @@ def run(request: GenerationRequest, reporter: ProgressReporter) -> RunResult:
 
     # 3. Encode the prompt, denoise, decode.
     frames = pipeline.generate_frames(loaded, request, seed, image, timings, reporter.stage, reporter.step)
+
+    if not parallel.is_main():  # the other ranks of a multi-GPU run only compute
+        return RunResult(task_id=request.task_id, status="succeeded", exit_code=0, seed=seed,
+                         attention_backend=loaded.attention_backend, timings=timings)
 
     # 4. Export one uint8 video as H.264 MP4 at the requested fps.
     reporter.stage("exporting")

@@ -41,3 +41,12 @@ def check(request: GenerationRequest) -> None:
     for lora in request.loras:
         if not Path(lora.path).exists():
             raise ModelNotFound(f"loras: no LoRA at {lora.path}")
+
+
+def attention_heads(path: str) -> int:
+    """Attention heads of the (first) transformer: several GPUs split them among themselves."""
+    config = Path(path) / "transformer" / "config.json"
+    try:
+        return int(json.loads(config.read_text())["num_attention_heads"])
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelNotFound(f"model.path: unreadable {config}: {e}") from e

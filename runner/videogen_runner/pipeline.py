@@ -15,7 +15,7 @@ from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideo
 from diffusers.hooks import FirstBlockCacheConfig, TaylorSeerCacheConfig
 from PIL import Image
 
-from videogen_runner import attention
+from videogen_runner import attention, parallel
 from videogen_runner.errors import InvalidRequest
 from videogen_runner.request import GenerationRequest
 from videogen_runner.result import Timings
@@ -38,15 +38,19 @@ def pipeline_class(request: GenerationRequest) -> type:
 
 def load(request: GenerationRequest) -> LoadedPipeline:
     """Reads the weights from the model folder and configures the pipeline for the request."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    device = parallel.init(device_type) if parallel.world_size() > 1 else torch.device(device_type)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     path = request.model.path
     # The VAE stays in fp32 (diffusers' Wan docs: it loses detail in half precision). Weights go
-    # from safetensors straight to their device; several GPUs share the components ("balanced").
-    if torch.cuda.device_count() > 1:
+    # from safetensors straight to their device. Several GPUs for one process (processes: 1)
+    # share the components ("balanced"); with one process per GPU, each holds the whole model.
+    if request.acceleration.offload != "none":
+        device_map = None
+    elif parallel.world_size() == 1 and torch.cuda.device_count() > 1:
         device_map = "balanced"
     else:
-        device_map = str(device) if request.acceleration.offload == "none" else None
+        device_map = str(device)
     vae_device_map = None if device_map == "balanced" else device_map
     vae = AutoencoderKLWan.from_pretrained(path, subfolder="vae", dtype=torch.float32, device_map=vae_device_map)
     pipe = pipeline_class(request).from_pretrained(path, vae=vae, dtype=dtype, device_map=device_map)
@@ -76,10 +80,13 @@ def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedP
         pipe.to(device)
 
     # 5. Attention: the fastest backend verified to run here.
-    backend = attention.choose(acceleration.attention_backend, device, pipe.transformer.dtype)
+    processes = parallel.world_size()
+    backend = attention.choose(acceleration.attention_backend, device, pipe.transformer.dtype, processes > 1)
     transformers = [t for t in (pipe.transformer, getattr(pipe, "transformer_2", None)) if t is not None]
     for transformer in transformers:
         transformer.set_attention_backend(backend)
+    if processes > 1:  # each process attends over its share of the heads (Ulysses)
+        parallel.split_sequence(transformers, processes)
 
     # 6. Opt-in approximation: a step cache skips transformer work that barely changes between
     #    steps (quality gate and speed-ups: bench/RESULTS.md).
@@ -92,9 +99,8 @@ def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedP
 
     # 7. Regional compilation: the repeated transformer block compiled once, reused 30-40 times.
     if acceleration.compile and device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # the VAE's 3D convolutions pick their fastest kernels
-        for transformer in transformers:
-            transformer.compile_repeated_blocks(fullgraph=True)
+        for transformer in transformers:  # a step cache's hooks break the graph on purpose
+            transformer.compile_repeated_blocks(fullgraph=acceleration.step_cache == "none")
     log.info("configured %s on %s: attention %s, compile %s", request.model.preset, device, backend,
              acceleration.compile and device.type == "cuda")
     return LoadedPipeline(pipe=pipe, device=device, attention_backend=backend)

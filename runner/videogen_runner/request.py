@@ -85,6 +85,10 @@ class Acceleration(Strict):
     uniform_timesteps: bool = Field(
         default=True, description="TI2V-5B text-to-video: one timestep embedding per video, not per token (exact)."
     )
+    processes: int | None = Field(
+        default=None, ge=1, le=16,
+        description="Processes (GPUs) for this one video, splitting its tokens (Ulysses); default: one per GPU.",
+    )
     step_cache: Literal["none", "first_block", "taylorseer"] = Field(
         default="none", description="Opt-in approximation: reuse transformer work between denoising steps."
     )
