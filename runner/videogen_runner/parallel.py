@@ -88,4 +88,5 @@ def split_sequence(transformers: list, processes: int) -> None:
     from diffusers import ContextParallelConfig
 
     for transformer in transformers:
-        transformer.enable_parallelism(config=ContextParallelConfig(ulysses_degree=processes))
+        if transformer._parallel_config is None:  # already split (configured before, same process)
+            transformer.enable_parallelism(config=ContextParallelConfig(ulysses_degree=processes))

@@ -82,7 +82,8 @@ def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedP
     # 5. Attention: the fastest backend verified to run here.
     processes = parallel.world_size()
     backend = attention.choose(acceleration.attention_backend, device, pipe.transformer.dtype, processes > 1)
-    transformers = [t for t in (pipe.transformer, getattr(pipe, "transformer_2", None)) if t is not None]
+    experts = (pipe.transformer, getattr(pipe, "transformer_2", None))
+    transformers = list({id(t): t for t in experts if t is not None}.values())
     for transformer in transformers:
         transformer.set_attention_backend(backend)
     if processes > 1:  # each process attends over its share of the heads (Ulysses)
