@@ -177,6 +177,53 @@ def vae_decode_check(pipe, model: str, device) -> dict:
     return out
 
 
+def evict(folder: Path) -> int:
+    """Drops the folder's files from the page cache (no root needed), so the next read is from disk."""
+    total = 0
+    for path in folder.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
+            total += path.stat().st_size
+    return total
+
+
+def load_check(pipe, model: str, folder: Path, device: torch.device) -> dict:
+    """Load time of the saved model from local disk, against the disk's own read rate."""
+    started = time.perf_counter()
+    pipe.save_pretrained(folder)
+    saved_s = time.perf_counter() - started
+    size = evict(folder)
+    started = time.perf_counter()
+    chunk = bytearray(64 << 20)
+    for path in folder.rglob("*.safetensors"):
+        with open(path, "rb", buffering=0) as f:
+            while f.readinto(chunk):
+                pass
+    read_s = time.perf_counter() - started
+    out = {"gib": round(size / 2**30, 2), "save_s": round(saved_s, 1), "disk_read_s": round(read_s, 2),
+           "disk_gib_per_s": round(size / 2**30 / read_s, 2)}
+    request = GenerationRequest(task_id="load", model={"preset": model, "path": str(folder)}, prompt=PROMPT,
+                                acceleration={"compile": False})
+    for name, load in (
+        ("diffusers: from_pretrained, then .to(cuda)",
+         lambda: WanPipeline.from_pretrained(folder, dtype=pipe.transformer.dtype).to(device)),
+        ("runner: pipeline.load (safetensors to the GPU)", lambda: pipeline.load(request).pipe),
+    ):
+        evict(folder)
+        started = time.perf_counter()
+        loaded = load()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+        out[name] = {"seconds": round(seconds, 2), "gib_per_s": round(size / 2**30 / seconds, 2)}
+        del loaded
+    print(json.dumps({"load": out}), flush=True)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="ti2v-5b", choices=sorted(ARCHITECTURES))
@@ -185,6 +232,8 @@ def main() -> int:
                         help="comma-separated NAME[:STEPS]; a repeated name runs again in the same process (warm)")
     parser.add_argument("--tiny", action="store_true", help="tiny model on any device: checks the script")
     parser.add_argument("--vae-check", action="store_true", help="time VAE decode in NCDHW vs channels_last_3d")
+    parser.add_argument("--load-check", type=Path, metavar="FOLDER",
+                        help="save the model there and time loading it from disk against the disk's read rate")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
 
@@ -223,6 +272,8 @@ def main() -> int:
         result["rows"].append(row)
     if args.vae_check:
         result["vae_decode"] = vae_decode_check(pipe, args.model, device)
+    if args.load_check:
+        result["load"] = load_check(pipe, args.model, args.load_check, device)
 
     if not parallel.is_main():
         return 0
