@@ -137,6 +137,27 @@ def test_tiny_example_succeeds_with_the_video_in_s3(operator, namespace, tiny_mo
     assert job["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [10, 11, 12]
 
 
+def test_without_redis_the_status_is_still_complete(operator, namespace, tiny_models, redis_server):
+    redis_server.stop()
+    try:
+        apply(operator.cluster, namespace, tiny_manifest(tiny_models, "no-redis"))
+        operator.cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", "vg/no-redis",
+                                 "--timeout=180s")
+    finally:
+        redis_server.start()
+    status = status_of(operator.cluster, namespace, "no-redis")
+    assert status["output"]["uri"].endswith(f"{namespace}.no-redis.mp4") and len(status["output"]["sha256"]) == 64
+    assert status["progress"] == {"stage": "succeeded", "percent": 100.0}
+
+
+def test_metrics_count_jobs_and_transitions(operator):
+    port = operator.env["VIDEOGEN_METRICS_PORT"]
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    created = [line for line in text.splitlines() if line.startswith("videogen_jobs_created_total ")]
+    assert created and float(created[0].split()[1]) >= 1
+    assert 'videogen_phase_transitions_total{phase="Succeeded"}' in text
+
+
 def test_a_runner_failure_ends_failed_with_its_reason(operator, namespace, tiny_models, tmp_path):
     manifest = tiny_manifest(tiny_models, "missing-model")
     manifest["spec"]["model"] = {"preset": "ti2v-5b", "hostPath": str(tmp_path), "path": "nothing-here"}
