@@ -60,6 +60,8 @@ VARIANTS = {
     # Opt-in approximations, each compared with the exact "runner" video of the same seed and steps.
     "taylorseer": dict(step_cache="taylorseer"),
     "first-block": dict(step_cache="first_block", step_cache_threshold=0.05),
+    "fp8": dict(fp8=True),
+    "fp8-taylorseer": dict(fp8=True, step_cache="taylorseer"),
 }
 
 
@@ -266,7 +268,7 @@ def main() -> int:
         elif request.steps in exact and name not in ("diffusers", "runner-nocompile"):
             row["psnr_vs_exact_db"] = round(psnr(frames, exact[request.steps]), 2)
             print(json.dumps({"variant": name, "psnr_vs_exact_db": row["psnr_vs_exact_db"]}), flush=True)
-        if name.startswith(("taylorseer", "first-block")):
+        if "taylorseer" in name or name == "first-block":
             for transformer in {id(t): t for t in (pipe.transformer, pipe.transformer_2) if t is not None}.values():
                 transformer.disable_cache()
         result["rows"].append(row)

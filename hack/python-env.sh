@@ -15,6 +15,7 @@ if [ ! -e "$venv/.complete" ]; then
   python3 -m uv pip install -q --python "$venv/bin/python" --require-hashes -r "$root/requirements.lock" >&2
   touch "$venv/.complete"
 fi
-# The project itself is installed editable on every call (cheap), since each clone lives elsewhere.
+# The project itself is installed editable on every call (cheap), since each clone lives elsewhere:
+# the checkout that ran this last is the one the environment imports.
 python3 -m uv pip install -q --python "$venv/bin/python" --no-deps -e "$root" >&2
 echo "$venv"

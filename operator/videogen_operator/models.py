@@ -12,6 +12,7 @@ from pydantic.alias_generators import to_camel
 
 from videogen_runner.presets import PresetName, Task
 from videogen_runner.request import MAX_PROMPT_CHARS
+from videogen_runner.result import Timings
 
 GROUP = "videogen.io"
 VERSION = "v1alpha1"
@@ -155,16 +156,6 @@ class Progress(Model):
     step: int | None = None
     total_steps: int | None = None
     eta_seconds: float | None = None
-
-
-class Timings(Model):
-    load: float | None = None
-    encode: float | None = None
-    denoise: float | None = None
-    decode: float | None = None
-    export: float | None = None
-    upload: float | None = None
-    total: float | None = None
 
 
 class OutputStatus(Model):

@@ -98,7 +98,18 @@ def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedP
             transformer.enable_cache(TaylorSeerCacheConfig(cache_interval=5, disable_cache_before_step=3,
                                                            max_order=1, use_lite_mode=True))
 
-    # 7. Regional compilation: the repeated transformer block compiled once, reused 30-40 times.
+    # 7. Opt-in approximation: FP8 matrix products in the transformers' linear layers.
+    if acceleration.fp8:
+        if device.type != "cuda":
+            raise InvalidRequest("acceleration.fp8: needs a GPU with FP8 matrix units (Hopper or newer)")
+        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+
+        # Only the blocks' projections: the embedders and the output layer stay in bf16.
+        in_blocks = lambda module, name: isinstance(module, torch.nn.Linear) and name.startswith("blocks.")  # noqa: E731
+        for transformer in transformers:
+            quantize_(transformer, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), filter_fn=in_blocks)
+
+    # 8. Regional compilation: the repeated transformer block compiled once, reused 30-40 times.
     if acceleration.compile and device.type == "cuda":
         for transformer in transformers:  # a step cache's hooks break the graph on purpose
             transformer.compile_repeated_blocks(fullgraph=acceleration.step_cache == "none")

@@ -89,6 +89,10 @@ class Acceleration(Strict):
         default=None, ge=1, le=16,
         description="Processes (GPUs) for this one video, splitting its tokens (Ulysses); default: one per GPU.",
     )
+    fp8: bool = Field(
+        default=False, description="Opt-in approximation: FP8 weights and activations in the transformer's linear "
+        "layers (torchao; GPUs with FP8 matrix units, e.g. Hopper).",
+    )
     step_cache: Literal["none", "first_block", "taylorseer"] = Field(
         default="none", description="Opt-in approximation: reuse transformer work between denoising steps."
     )

@@ -4,7 +4,6 @@ local process on the fake GPU node → MP4 in S3 → status; with real Redis and
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import time
 import urllib.request
@@ -13,35 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.services import S3_CREDENTIALS, free_port, s3_client, wait_until
+from tests.support.services import S3_CREDENTIALS, Server, free_port, s3_client, wait_until
 
 ROOT = Path(__file__).parents[2]
 CRD = ROOT / "crds" / "videogenerations.videogen.io.yaml"
 BUCKET = "videos"
 pytestmark = pytest.mark.cluster
-
-
-class Operator:
-    """`videogen-operator` as its own process, configured like the Helm chart does."""
-
-    def __init__(self, cluster, env: dict, log: Path):
-        self.cluster, self.env, self.log = cluster, env, log
-        self.health = f"http://127.0.0.1:{env['VIDEOGEN_HEALTH_PORT']}/healthz"
-        self.process = None
-
-    def start(self):
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "videogen_operator.main"], env=self.env,
-                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_until(lambda: urllib.request.urlopen(self.health, timeout=2).status == 200, 60, "operator health")
-
-    def stop(self):
-        self.process.terminate()
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +33,14 @@ def operator(kube_cluster, pod_executor, redis_server, s3_server, tmp_path_facto
            "VIDEOGEN_S3_BUCKET": BUCKET, "VIDEOGEN_S3_CREDENTIALS_SECRET": "s3-credentials",
            "VIDEOGEN_REDIS_URL": redis_server.url, "VIDEOGEN_PROGRESS_INTERVAL_SECONDS": "0",
            "VIDEOGEN_METRICS_PORT": str(free_port()), "VIDEOGEN_HEALTH_PORT": str(free_port())}
-    handle = Operator(kube_cluster, env, tmp_path_factory.mktemp("operator") / "log")
-    handle.start()
-    yield handle
-    handle.stop()
+    health = f"http://127.0.0.1:{env['VIDEOGEN_HEALTH_PORT']}/healthz"
+    server = Server("videogen-operator", [sys.executable, "-m", "videogen_operator.main"],
+                    int(env["VIDEOGEN_HEALTH_PORT"]), lambda: urllib.request.urlopen(health, timeout=2).status == 200,
+                    tmp_path_factory.mktemp("operator") / "log", env)
+    server.cluster = kube_cluster
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -138,13 +118,10 @@ def test_tiny_example_succeeds_with_the_video_in_s3(operator, namespace, tiny_mo
 
 
 def test_without_redis_the_status_is_still_complete(operator, namespace, tiny_models, redis_server):
-    redis_server.stop()
-    try:
+    with redis_server.stopped():
         apply(operator.cluster, namespace, tiny_manifest(tiny_models, "no-redis"))
         operator.cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", "vg/no-redis",
                                  "--timeout=180s")
-    finally:
-        redis_server.start()
     status = status_of(operator.cluster, namespace, "no-redis")
     assert status["output"]["uri"].endswith(f"{namespace}.no-redis.mp4") and len(status["output"]["sha256"]) == 64
     assert status["progress"] == {"stage": "succeeded", "percent": 100.0}
@@ -200,11 +177,8 @@ def test_suspend_stops_and_resume_finishes(operator, namespace, tiny_models, red
 
 def test_restart_creates_no_second_job_and_delete_cleans_up(operator, namespace, tiny_models):
     cluster = operator.cluster
-    operator.stop()
-    try:
+    with operator.stopped():
         apply(cluster, namespace, tiny_manifest(tiny_models, "while-down"))
-    finally:
-        operator.start()
     cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", "vg/while-down", "--timeout=240s")
     operator.stop()
     operator.start()  # resumes every resource: must not create another Job or rerun anything

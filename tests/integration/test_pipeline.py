@@ -74,3 +74,10 @@ def test_a_broken_lora_is_an_invalid_request(tiny_models, tmp_path):
     bad.write_bytes(b"not a safetensors file")
     with pytest.raises(InvalidRequest, match=r"loras\[0\]"):
         pipeline.load(request(tiny_models, "ti2v-5b", loras=[{"path": str(bad)}]))
+
+
+def test_fp8_without_a_gpu_is_refused_naming_the_field(tiny_models):
+    from videogen_runner.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest, match="acceleration.fp8"):
+        pipeline.load(request(tiny_models, acceleration={"fp8": True}))

@@ -112,11 +112,8 @@ def test_same_seed_same_video(tiny_models, s3, redis_server, tmp_path):
 
 def test_succeeds_without_redis(tiny_models, s3, redis_server, tmp_path):
     request = request_for("ti2v-5b", tiny_models, s3, redis_server.url, tmp_path)
-    redis_server.stop()
-    try:
+    with redis_server.stopped():
         code, result, stderr = run_runner(request, tmp_path)
-    finally:
-        redis_server.start()
     assert code == 0, stderr
     assert "progress not reported to Redis" in stderr
     assert s3.head_object(Bucket=s3.bucket, Key="videos/ti2v-5b/t-ti2v-5b.mp4")["ContentLength"] > 0
@@ -124,11 +121,8 @@ def test_succeeds_without_redis(tiny_models, s3, redis_server, tmp_path):
 
 def test_s3_down_is_a_retryable_upload_failure(tiny_models, s3, s3_server, redis_client, redis_server, tmp_path):
     request = request_for("ti2v-5b", tiny_models, s3, redis_server.url, tmp_path)
-    s3_server.stop()
-    try:
+    with s3_server.stopped():
         code, result, _ = run_runner(request, tmp_path)
-    finally:
-        s3_server.start()
     assert code == 20
     assert result["reason"] == "UploadFailed" and "s3://" in result["message"]
     assert (tmp_path / "out.mp4").stat().st_size > 0  # the video itself was made

@@ -4,6 +4,7 @@ Each server is a real process on 127.0.0.1 with a free port, started and stopped
 deadline, so a test can take it down to check what an outage does.
 """
 
+import contextlib
 import os
 import shutil
 import socket
@@ -41,15 +42,24 @@ def wait_until(check, timeout: float, what: str) -> None:
 class Server:
     """A child process listening on a port of 127.0.0.1."""
 
-    def __init__(self, name: str, command: list[str], port: int, ready, log: Path):
-        self.name, self.command, self.port, self.ready, self.log = name, command, port, ready, log
+    def __init__(self, name: str, command: list[str], port: int, ready, log: Path, env: dict | None = None):
+        self.name, self.command, self.port, self.ready, self.log, self.env = name, command, port, ready, log, env
         self.process = None
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env,
                                             start_new_session=True)
-        wait_until(self.ready, 30, self.name)
+        wait_until(self.ready, 60, self.name)
+
+    @contextlib.contextmanager
+    def stopped(self):
+        """The server down for the block (an outage), up again after it."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
