@@ -68,8 +68,7 @@ def build_request(spec: VideoGenerationSpec, namespace: str, name: str, settings
         },
         "reporting": {"redis_url": spec.reporting.redis_url or settings.redis_url,
                       "key_prefix": settings.redis_key_prefix},
-        "acceleration": {"attention_backend": spec.acceleration.attention_backend,
-                         "compile": spec.acceleration.compile, "offload": spec.acceleration.offload},
+        "acceleration": spec.acceleration.model_dump(),
     })
 
 

@@ -96,6 +96,10 @@ class Acceleration(Model):
     attention_backend: str = Field(default="auto", pattern=r"^[a-z0-9_]+$", description="auto, or a diffusers backend.")
     compile: bool = Field(default=True, description="Regional torch.compile of the transformer blocks.")
     offload: Literal["none", "model", "sequential"] = Field(default="none", description="CPU offload.")
+    step_cache: Literal["none", "first_block", "taylorseer"] = Field(
+        default="none", description="Opt-in approximation: reuse transformer work between steps.")
+    step_cache_threshold: float = Field(default=0.05, gt=0, le=1, description="first_block: reuse threshold.")
+    fp8: bool = Field(default=False, description="Opt-in approximation: FP8 linear layers (Hopper or newer).")
 
 
 class Resources(Model):

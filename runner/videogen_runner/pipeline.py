@@ -58,7 +58,7 @@ def load(request: GenerationRequest) -> LoadedPipeline:
 
 
 def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedPipeline:
-    """Sampling, LoRAs, placement and the exact accelerations, as the request asks."""
+    """Sampling, LoRAs, placement, and the accelerations the request asks for (exact by default)."""
     acceleration = request.acceleration
     # 1. Sampling: the flow-matching UniPC solver with the request's shift.
     pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=request.flow_shift)
