@@ -243,7 +243,6 @@ def main() -> int:
     device = parallel.init("cuda") if parallel.world_size() > 1 else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    preset = PRESETS[args.model]
     size = dict(width=64, height=64, frames=9) if args.tiny else {}
     result = {"model": args.model, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
               "gpus": parallel.world_size(), "torch": torch.__version__, "steps": args.steps, "rows": []}

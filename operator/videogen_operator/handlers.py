@@ -16,8 +16,7 @@ from videogen_operator.models import GROUP, PLURAL, VERSION
 from videogen_operator.progress import ProgressSubscriber
 from videogen_operator.reconcile import InvalidSpec, Reconciler
 from videogen_operator.settings import Settings
-
-TERMINAL = ("Succeeded", "Failed")
+from videogen_operator.status import TERMINAL
 
 
 @kopf.on.startup()

@@ -11,9 +11,9 @@ import threading
 
 from videogen_operator.models import GROUP, PLURAL, VERSION
 from videogen_operator.reconcile import Reconciler
+from videogen_operator.status import TERMINAL
 
 log = logging.getLogger(__name__)
-TERMINAL = {"Succeeded", "Failed"}
 
 
 class WatchHealth:

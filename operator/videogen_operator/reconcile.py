@@ -13,7 +13,7 @@ from videogen_operator import job as jobs
 from videogen_operator import metrics
 from videogen_operator.models import GROUP, KIND, PLURAL, VERSION, VideoGenerationSpec
 from videogen_operator.settings import Settings
-from videogen_operator.status import compute_status, conditions
+from videogen_operator.status import TERMINAL, compute_status, conditions
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class Reconciler:
                 pods = self.api_client.sanitize_for_serialization(listed)["items"]
             status = compute_status(spec, body["metadata"]["generation"], old, job, pods,
                                     self.progress(task), now())
-            if status["phase"] in ("Succeeded", "Failed"):
+            if status["phase"] in TERMINAL:
                 self.tasks.pop(task, None)
             if _without_times(status) == _without_times(old):
                 return
