@@ -13,6 +13,7 @@ from videogen_operator.settings import Settings
 
 MODEL_MOUNT = "/models"
 SCRATCH = "/tmp"
+COMPILE_CACHE = "/var/cache/videogen/inductor"
 OUTPUT_PATH = f"{SCRATCH}/videogen/output.mp4"
 NAME_LABEL = f"{GROUP}/name"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "videogen-operator", "app.kubernetes.io/name": "videogen-runner"}
@@ -86,7 +87,8 @@ def build_job(body: dict, spec: VideoGenerationSpec, request: GenerationRequest,
     # 1. The container: the request as JSON, secrets only as secretKeyRef env vars.
     env = [{"name": "VIDEOGEN_REQUEST", "value": request.model_dump_json(exclude_none=True)},
            {"name": "HF_HUB_OFFLINE", "value": "1"},
-           {"name": "TORCHINDUCTOR_CACHE_DIR", "value": f"{SCRATCH}/inductor"}]
+           {"name": "TORCHINDUCTOR_CACHE_DIR",
+            "value": COMPILE_CACHE if settings.compile_cache_claim else f"{SCRATCH}/inductor"}]
     credentials = spec.output.credentials_secret or settings.s3_credentials_secret
     if credentials:
         env += [secret_env("AWS_ACCESS_KEY_ID", credentials, "AWS_ACCESS_KEY_ID"),
@@ -121,6 +123,9 @@ def build_job(body: dict, spec: VideoGenerationSpec, request: GenerationRequest,
     model = ({"persistentVolumeClaim": {"claimName": spec.model.pvc.claim_name, "readOnly": True}}
              if spec.model.pvc else {"hostPath": {"path": spec.model.host_path, "type": "Directory"}})
     volumes = [{"name": "model", **model}, {"name": "scratch", "emptyDir": {"sizeLimit": settings.scratch_size}}]
+    if settings.compile_cache_claim:  # compiled kernels shared by later pods
+        volumes.append({"name": "compile-cache", "persistentVolumeClaim": {"claimName": settings.compile_cache_claim}})
+        container["volumeMounts"].append({"name": "compile-cache", "mountPath": COMPILE_CACHE})
     if spec.resources.gpus > 1:  # NCCL between GPUs needs more shared memory than the default 64 MiB
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
         container["volumeMounts"].append({"name": "dshm", "mountPath": "/dev/shm"})

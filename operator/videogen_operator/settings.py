@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     job_ttl_seconds: int = Field(default=24 * 3600, description="Default ttlSecondsAfterFinished of Jobs.")
     deadline_seconds: int | None = Field(default=None, description="Default activeDeadlineSeconds.")
     scratch_size: str = Field(default="32Gi", description="Size limit of the pod's writable /tmp.")
+    compile_cache_claim: str | None = Field(
+        default=None, description="PVC (in each resource's namespace) for torch.compile's cache: later pods skip "
+        "most of the compilation (bench/RESULTS.md: 12.8 s → 4.8 s for TI2V-5B).")
     termination_grace_seconds: int = 60
     progress_interval_seconds: float = Field(default=2.0, description="At most one progress patch per this.")
     metrics_port: int = 8080

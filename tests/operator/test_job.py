@@ -98,3 +98,17 @@ def test_request_errors_name_the_field():
     b = body(output={"key": "{task_id}/{nope}"})
     with pytest.raises(ValidationError, match="unknown template fields"):
         build_request(VideoGenerationSpec.model_validate(b["spec"]), "team-a", "fox", SETTINGS)
+
+
+def test_a_compile_cache_claim_keeps_compiled_kernels_for_later_pods():
+    settings = SETTINGS.model_copy(update={"compile_cache_claim": "torch-cache"})
+    b = body()
+    parsed = VideoGenerationSpec.model_validate(b["spec"])
+    job = build_job(b, parsed, build_request(parsed, "team-a", "fox", settings), settings)
+    pod = job["spec"]["template"]["spec"]
+    assert {"name": "compile-cache", "persistentVolumeClaim": {"claimName": "torch-cache"}} in pod["volumes"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == "/var/cache/videogen/inductor"
+    assert {"name": "compile-cache", "mountPath": "/var/cache/videogen/inductor"} in pod["containers"][0]["volumeMounts"]
+    default_env = {e["name"]: e.get("value") for e in build()[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert default_env["TORCHINDUCTOR_CACHE_DIR"] == "/tmp/inductor"
