@@ -11,7 +11,15 @@ import sys
 import yaml
 
 from videogen_operator.models import (
-    GROUP, KIND, MODEL_RULES, PLURAL, SPEC_RULES, VERSION, VideoGenerationSpec, VideoGenerationStatus, rule,
+    GROUP,
+    KIND,
+    MODEL_RULES,
+    PLURAL,
+    SPEC_RULES,
+    VERSION,
+    VideoGenerationSpec,
+    VideoGenerationStatus,
+    rule,
 )
 
 # The spec is the request: once created, only `suspend` may change.

@@ -5,11 +5,10 @@ Pure functions of the resource and the settings, so tests compare their whole ou
 
 import hashlib
 
-from videogen_runner.errors import PERMANENT_EXIT_CODES
-from videogen_runner.request import GenerationRequest
-
 from videogen_operator.models import GROUP, VideoGenerationSpec
 from videogen_operator.settings import Settings
+from videogen_runner.errors import PERMANENT_EXIT_CODES
+from videogen_runner.request import GenerationRequest
 
 MODEL_MOUNT = "/models"
 SCRATCH = "/tmp"
@@ -94,7 +93,8 @@ def build_job(body: dict, spec: VideoGenerationSpec, request: GenerationRequest,
         env += [secret_env("AWS_ACCESS_KEY_ID", credentials, "AWS_ACCESS_KEY_ID"),
                 secret_env("AWS_SECRET_ACCESS_KEY", credentials, "AWS_SECRET_ACCESS_KEY")]
     if spec.reporting.password_secret:
-        env.append(secret_env("REDIS_PASSWORD", spec.reporting.password_secret.name, spec.reporting.password_secret.key))
+        password = spec.reporting.password_secret
+        env.append(secret_env("REDIS_PASSWORD", password.name, password.key))
     elif settings.redis_password_secret:
         env.append(secret_env("REDIS_PASSWORD", settings.redis_password_secret, "REDIS_PASSWORD", optional=True))
 

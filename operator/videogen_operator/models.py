@@ -50,9 +50,12 @@ class ModelRef(Model):
                       description="Folder of the diffusers model (model_index.json) inside the volume.")
 
 
+SIZE_RULE = "multiple of 16 (A14B) or 32 (TI2V-5B)"
+
+
 class Video(Model):
-    width: int | None = Field(default=None, ge=32, le=2048, description="Pixels; multiple of 16 (A14B) or 32 (TI2V-5B).")
-    height: int | None = Field(default=None, ge=32, le=2048, description="Pixels; multiple of 16 (A14B) or 32 (TI2V-5B).")
+    width: int | None = Field(default=None, ge=32, le=2048, description=f"Pixels; {SIZE_RULE}.")
+    height: int | None = Field(default=None, ge=32, le=2048, description=f"Pixels; {SIZE_RULE}.")
     frames: int | None = Field(default=None, ge=1, le=321, description="Number of frames, 4k+1 (81, 121, …).")
     fps: int | None = Field(default=None, ge=1, le=60, description="Frames per second of the MP4.")
 

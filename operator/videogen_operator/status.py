@@ -4,9 +4,9 @@ No API calls here, so every phase and reason is unit-tested from plain dicts.
 """
 
 from pydantic import ValidationError
-from videogen_runner.result import RunResult
 
 from videogen_operator.models import VideoGenerationSpec
+from videogen_runner.result import RunResult
 
 CONDITION_TYPES = ("Ready", "Queued", "Running", "Succeeded", "Failed", "Suspended")
 PHASE_OF_CONDITION = {"Ready": "Succeeded", "Queued": "Queued", "Running": "Running", "Succeeded": "Succeeded",

@@ -14,7 +14,6 @@ from videogen_runner.request import GenerationRequest
 from videogen_runner.result import RunResult, Timings, VideoOutput
 
 
-
 def run(request: GenerationRequest, reporter: ProgressReporter) -> RunResult:
     started = time.perf_counter()
     timings = Timings()

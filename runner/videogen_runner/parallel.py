@@ -43,7 +43,10 @@ def processes_for(request: GenerationRequest) -> int:
     return max(n for n in range(1, wanted + 1) if heads % n == 0)
 
 
-def launch(argv: list[str], processes: int, program: tuple[str, ...] = (sys.executable, "-m", "videogen_runner")) -> int:
+RUNNER = (sys.executable, "-m", "videogen_runner")
+
+
+def launch(argv: list[str], processes: int, program: tuple[str, ...] = RUNNER) -> int:
     """Runs `processes` copies of the runner as ranks; returns the exit code of the pod."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

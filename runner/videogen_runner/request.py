@@ -7,7 +7,7 @@ Credentials never travel in it: S3 and Redis secrets reach the runner as environ
 
 import re
 import string
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -154,7 +154,8 @@ class GenerationRequest(Strict):
         if self.task == "t2v" and self.image is not None:
             raise ValueError("image: not allowed for task t2v (use i2v or ti2v)")
         if preset.two_experts:
-            self.guidance_scale_2 = self.guidance_scale_2 if self.guidance_scale_2 is not None else preset.guidance_scale_2
+            if self.guidance_scale_2 is None:
+                self.guidance_scale_2 = preset.guidance_scale_2
         elif self.guidance_scale_2 is not None:
             raise ValueError(f"guidance_scale_2: only the two-expert A14B models take it, not {preset.name}")
         if not preset.two_experts and any(lora.experts != "both" for lora in self.loras):
@@ -173,8 +174,9 @@ class GenerationRequest(Strict):
 
     def object_key(self, seed: int, now: datetime | None = None) -> str:
         """The S3 key from the template; user text never reaches it unchecked."""
-        now = now or datetime.now(timezone.utc)
-        key = self.output.key.format(task_id=self.task_id, model=self.model.preset, seed=seed, date=now.strftime("%Y-%m-%d"))
+        now = now or datetime.now(UTC)
+        date = now.strftime("%Y-%m-%d")
+        key = self.output.key.format(task_id=self.task_id, model=self.model.preset, seed=seed, date=date)
         segments = key.split("/")
         if not SAFE_KEY.match(key) or len(key) > 1024 or any(s in ("", ".", "..") for s in segments):
             raise ValueError(f"output.key: {key!r} is not a safe object key")

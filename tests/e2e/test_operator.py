@@ -65,7 +65,8 @@ def apply(cluster, namespace, manifest):
 
 
 def get(cluster, namespace, kind, name=None, selector=None):
-    args = ["get", kind, "-n", namespace, "-o", "json"] + ([name] if name else []) + (["-l", selector] if selector else [])
+    args = ["get", kind, "-n", namespace, "-o", "json", *([name] if name else [])]
+    args += ["-l", selector] if selector else []
     return json.loads(cluster.kubectl(*args).stdout)
 
 

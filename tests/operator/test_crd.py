@@ -45,7 +45,8 @@ def test_valid_spec_is_accepted_and_explained(crd_applied, kube_namespace):
 @pytest.mark.parametrize("spec, field, words", [
     ({"video": {"frames": 80}}, "spec.video.frames", "4k+1"),
     ({"video": {"width": 1000}}, "spec.video.width", "multiple of"),
-    ({"model": {"preset": "ti2v-5b", "hostPath": "/m"}, "video": {"height": 720}}, "spec.video.height", "multiple of 32"),
+    ({"model": {"preset": "ti2v-5b", "hostPath": "/m"}, "video": {"height": 720}}, "spec.video.height",
+     "multiple of 32"),
     ({"sampling": {"steps": 0}}, "spec.sampling.steps", "greater than or equal to 1"),
     ({"prompt": "   "}, "spec.prompt", "must not be blank"),
     ({"prompt": "x" * 2001}, "spec.prompt", "2000"),

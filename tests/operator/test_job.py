@@ -15,7 +15,8 @@ SETTINGS = Settings(runner_image="runner:1", s3_bucket="videos", s3_endpoint_url
 
 def body(**spec):
     return {"apiVersion": "videogen.io/v1alpha1", "kind": "VideoGeneration",
-            "metadata": {"name": "fox", "namespace": "team-a", "uid": "u-1", "labels": {"argocd.argoproj.io/instance": "x"}},
+            "metadata": {"name": "fox", "namespace": "team-a", "uid": "u-1",
+                         "labels": {"argocd.argoproj.io/instance": "x"}},
             "spec": {"model": {"preset": "t2v-a14b", "pvc": {"claimName": "models"}, "path": "Wan2.2-T2V-A14B"},
                      "prompt": "a fox", **spec}}
 
@@ -109,6 +110,7 @@ def test_a_compile_cache_claim_keeps_compiled_kernels_for_later_pods():
     assert {"name": "compile-cache", "persistentVolumeClaim": {"claimName": "torch-cache"}} in pod["volumes"]
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["TORCHINDUCTOR_CACHE_DIR"] == "/var/cache/videogen/inductor"
-    assert {"name": "compile-cache", "mountPath": "/var/cache/videogen/inductor"} in pod["containers"][0]["volumeMounts"]
+    mount = {"name": "compile-cache", "mountPath": "/var/cache/videogen/inductor"}
+    assert mount in pod["containers"][0]["volumeMounts"]
     default_env = {e["name"]: e.get("value") for e in build()[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert default_env["TORCHINDUCTOR_CACHE_DIR"] == "/tmp/inductor"

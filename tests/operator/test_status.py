@@ -1,9 +1,8 @@
 """Status as a pure function of the Job, its pods and Redis' progress."""
 
-from videogen_runner.result import RunResult, Timings, VideoOutput
-
 from videogen_operator.models import VideoGenerationSpec
 from videogen_operator.status import compute_status, progress_from_redis
+from videogen_runner.result import RunResult, Timings, VideoOutput
 
 SPEC = VideoGenerationSpec.model_validate({"model": {"preset": "ti2v-5b", "hostPath": "/m"}, "prompt": "p"})
 NOW = "2026-11-26T10:00:00Z"

@@ -1,3 +1,5 @@
+from datetime import UTC
+
 import pytest
 from pydantic import ValidationError
 
@@ -72,9 +74,9 @@ def test_invalid_requests_name_the_problem(fields, message):
 
 def test_object_key_template():
     r = make(output={"bucket": "videos", "key": "{model}/{date}/{task_id}-{seed}.mp4"})
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    assert r.object_key(seed=9, now=datetime(2026, 1, 2, tzinfo=timezone.utc)) == "t2v-a14b/2026-01-02/job-1-9.mp4"
+    assert r.object_key(seed=9, now=datetime(2026, 1, 2, tzinfo=UTC)) == "t2v-a14b/2026-01-02/job-1-9.mp4"
 
 
 def test_request_round_trips_as_json():
