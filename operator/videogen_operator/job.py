@@ -88,14 +88,16 @@ def build_job(body: dict, spec: VideoGenerationSpec, request: GenerationRequest,
            {"name": "HF_HUB_OFFLINE", "value": "1"},
            {"name": "TORCHINDUCTOR_CACHE_DIR",
             "value": COMPILE_CACHE if settings.compile_cache_claim else f"{SCRATCH}/inductor"}]
-    credentials = spec.output.credentials_secret or settings.s3_credentials_secret
+    # The operator's default credentials go only to the operator's default endpoints.
+    credentials = spec.output.credentials_secret or (
+        settings.s3_credentials_secret if spec.output.endpoint_url is None else None)
     if credentials:
         env += [secret_env("AWS_ACCESS_KEY_ID", credentials, "AWS_ACCESS_KEY_ID"),
                 secret_env("AWS_SECRET_ACCESS_KEY", credentials, "AWS_SECRET_ACCESS_KEY")]
     if spec.reporting.password_secret:
         password = spec.reporting.password_secret
         env.append(secret_env("REDIS_PASSWORD", password.name, password.key))
-    elif settings.redis_password_secret:
+    elif settings.redis_password_secret and spec.reporting.redis_url is None:
         env.append(secret_env("REDIS_PASSWORD", settings.redis_password_secret, "REDIS_PASSWORD", optional=True))
 
     limits = {}

@@ -4,7 +4,9 @@ status and events. The decisions are made by the pure builders (job.py) and stat
 import datetime
 import logging
 import threading
+import time
 
+import kopf
 import kubernetes
 import redis
 from pydantic import ValidationError
@@ -16,6 +18,7 @@ from videogen_operator.settings import Settings
 from videogen_operator.status import TERMINAL, compute_status, conditions
 
 log = logging.getLogger(__name__)
+REDIS_RETRY_S = 15.0
 
 
 def now() -> str:
@@ -55,32 +58,62 @@ class Reconciler:
         self.redis = (redis.Redis.from_url(settings.redis_url, password=settings.redis_password,
                                            socket_timeout=2, socket_connect_timeout=2, decode_responses=True)
                       if settings.redis_url else None)
+        self.redis_skip_until = 0.0
         self.tasks: dict[str, tuple[str, str]] = {}  # task id → (namespace, name), for Redis nudges
         self.lock = threading.Lock()
 
     # --- the Job -------------------------------------------------------------------------------
 
-    def ensure_job(self, body: dict) -> str:
+    def ensure_job(self, body: dict) -> None:
         """Creates the resource's one Job unless it exists (idempotent across restarts)."""
         spec, request = parse_spec(body, self.settings)
+        if spec.suspend and spec.queue_name:
+            return  # Kueue would admit it: a queued resource gets its Job only once resumed
         manifest = jobs.build_job(body, spec, request, self.settings)
         namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
         try:
             self.batch.create_namespaced_job(namespace, manifest)
         except kubernetes.client.ApiException as e:
+            if e.status in (400, 422):
+                raise InvalidSpec(f"the Job was refused: {e.reason}: {e.body}"[:1000]) from None
             if e.status != 409:
                 raise
-            return name
+            if self.job_of(body) is None:  # a Job of an earlier resource of the same name, still being deleted
+                raise kopf.TemporaryError(f"Job {name} belongs to an earlier resource; waiting for its deletion",
+                                          delay=5) from None
+            return
         metrics.JOBS_CREATED.inc()
         self.event(body, "Normal", "JobCreated", f"created Job {name}")
-        return name
+
+    def job_of(self, body: dict) -> dict | None:
+        """The resource's Job as a plain dict, or None (absent, or owned by another resource)."""
+        meta = body["metadata"]
+        try:
+            job = self.batch.read_namespaced_job(jobs.job_name(meta["name"]), meta["namespace"])
+        except kubernetes.client.ApiException as e:
+            if e.status != 404:
+                raise
+            return None
+        job = self.api_client.sanitize_for_serialization(job)
+        owners = [o["uid"] for o in job["metadata"].get("ownerReferences") or []]
+        return job if meta["uid"] in owners else None
 
     def set_suspended(self, body: dict, suspend: bool) -> None:
-        """The user's suspend stops the Job; lifting it resumes only Jobs that Kueue does not hold."""
+        """The user's suspend only ever adds a stop. Without Kueue it suspends the Job; with Kueue
+        (which un-suspends what it admits) the Job is deleted, and created again on resume."""
         spec = VideoGenerationSpec.model_validate(body["spec"])
-        if not suspend and spec.queue_name:
-            return  # Kueue admits (un-suspends) queued Jobs; the operator never does
         meta = body["metadata"]
+        if spec.queue_name:
+            if not suspend:
+                self.ensure_job(body)
+                return
+            try:
+                self.batch.delete_namespaced_job(jobs.job_name(meta["name"]), meta["namespace"],
+                                                 propagation_policy="Background")
+            except kubernetes.client.ApiException as e:
+                if e.status != 404:
+                    raise
+            return
         try:
             self.batch.patch_namespaced_job(jobs.job_name(meta["name"]), meta["namespace"],
                                             {"spec": {"suspend": suspend}})
@@ -105,17 +138,12 @@ class Reconciler:
             spec = VideoGenerationSpec.model_validate(body["spec"])
             task = jobs.task_id(namespace, name)
             self.tasks[task] = (namespace, name)
-            job_name = jobs.job_name(name)
-            try:
-                job = self.api_client.sanitize_for_serialization(self.batch.read_namespaced_job(job_name, namespace))
-            except kubernetes.client.ApiException as e:
-                if e.status != 404:
-                    raise
-                job = None
+            job = self.job_of(body)
             pods = []
             if job is not None:
-                listed = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}")
-                pods = self.api_client.sanitize_for_serialization(listed)["items"]
+                selector = f"batch.kubernetes.io/controller-uid={job['metadata']['uid']}"
+                pods = self.api_client.sanitize_for_serialization(
+                    self.core.list_namespaced_pod(namespace, label_selector=selector))["items"]
             status = compute_status(spec, body["metadata"]["generation"], old, job, pods,
                                     self.progress(task), now())
             if status["phase"] in TERMINAL:
@@ -139,13 +167,15 @@ class Reconciler:
         self.transition(body, (body.get("status") or {}).get("phase"), status)
 
     def progress(self, task: str) -> dict | None:
-        """The runner's latest state in Redis, or None when Redis is absent or down."""
-        if self.redis is None:
+        """The runner's latest state in Redis, or None when Redis is absent or down (then it is
+        skipped for a while, so that an outage does not slow every status update)."""
+        if self.redis is None or time.monotonic() < self.redis_skip_until:
             return None
         try:
             return self.redis.hgetall(f"{self.settings.redis_key_prefix}:task:{task}") or None
         except redis.RedisError as e:
-            log.warning("progress unavailable from Redis: %s", e)
+            self.redis_skip_until = time.monotonic() + REDIS_RETRY_S
+            log.warning("progress unavailable from Redis (%s); retrying in %.0f s", e, REDIS_RETRY_S)
             return None
 
     def transition(self, body: dict, old_phase: str | None, status: dict) -> None:

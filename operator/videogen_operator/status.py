@@ -65,13 +65,18 @@ def output_status(result: RunResult) -> dict:
 def phase_of(spec: VideoGenerationSpec, job: dict | None, pods: list[dict]) -> tuple[str, str, str]:
     """(phase, reason, message) from the Job and its pods."""
     if job is None:
+        if spec.suspend:
+            return "Suspended", "Suspended", "spec.suspend is true"
         return "Pending", "Creating", "creating the Job"
     if job_condition(job, "Complete"):
         return "Succeeded", "Generated", "the video is in place"
-    failed = job_condition(job, "Failed")
+    # FailureTarget comes before Failed when podFailurePolicy fails the Job: no retry follows.
+    failed = job_condition(job, "Failed") or job_condition(job, "FailureTarget")
     if failed:
         failed_pods = [p for p in pods if p.get("status", {}).get("phase") == "Failed"]
         result = run_result(newest(failed_pods)) if failed_pods else None
+        if failed.get("reason") == "DeadlineExceeded":  # the killed pod's own message is only a consequence
+            return "Failed", "DeadlineExceeded", failed.get("message", "")
         if isinstance(result, RunResult):
             return "Failed", result.reason or failed["reason"], result.message or failed.get("message", "")
         return "Failed", failed.get("reason", "JobFailed"), result or failed.get("message", "")
@@ -103,12 +108,16 @@ def phase_of(spec: VideoGenerationSpec, job: dict | None, pods: list[dict]) -> t
 def compute_status(spec: VideoGenerationSpec, generation: int, old: dict, job: dict | None, pods: list[dict],
                    progress: dict | None, now: str) -> dict:
     """The whole status subresource for these observations."""
+    if old.get("phase") in TERMINAL and job is None:
+        return old  # the finished Job was cleaned up (TTL): the outcome stays
     phase, reason, message = phase_of(spec, job, pods)
     status = {"phase": phase, "reason": reason, "message": message[:2000], "observedGeneration": generation}
     if job is not None:
         job_status = job.get("status", {})
         status["jobName"] = job["metadata"]["name"]
-        status["attempts"] = sum(job_status.get(k) or 0 for k in ("active", "failed", "succeeded"))
+        # The pods themselves, when the Job's counters lag behind them (they do, briefly).
+        counted = sum(job_status.get(k) or 0 for k in ("active", "failed", "succeeded"))
+        status["attempts"] = max(counted, len(pods))
         if job_status.get("startTime"):
             status["startTime"] = job_status["startTime"]
         finished = job_status.get("completionTime") or (job_condition(job, "Failed") or {}).get("lastTransitionTime")

@@ -10,7 +10,7 @@ import argparse
 import json
 import logging
 import os
-import re
+import random
 import signal
 import sys
 import uuid
@@ -22,7 +22,7 @@ from videogen_runner.errors import InvalidRequest, OutOfGpuMemory, RunnerError, 
 from videogen_runner.model_folder import infer_preset
 from videogen_runner.presets import PRESETS
 from videogen_runner.progress import ProgressReporter
-from videogen_runner.request import TASK_ID_PATTERN, GenerationRequest, Reporting
+from videogen_runner.request import TASK_ID, GenerationRequest, Reporting
 from videogen_runner.result import RunResult
 
 log = logging.getLogger("videogen_runner")
@@ -172,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         from videogen_runner.generate import run
 
         if parallel.world_size() == 1 and (processes := parallel.processes_for(request)) > 1:
-            return parallel.launch(sys.argv[1:] if argv is None else argv, processes)
+            # Every rank must draw the same noise: the seed is fixed here when the request has none.
+            seed = request.seed if request.seed is not None else random.randrange(2**32)
+            return parallel.launch([*(sys.argv[1:] if argv is None else argv), "--base_seed", str(seed)], processes)
         if not parallel.is_main():  # only rank 0 reports
             reporter = ProgressReporter(request.task_id, Reporting())
         result = run(request, reporter)
@@ -199,7 +201,7 @@ def reporter_for(doc: dict) -> ProgressReporter | None:
     except ValidationError:
         return None
     task_id = doc.get("task_id")
-    if not isinstance(task_id, str) or not re.match(TASK_ID_PATTERN, task_id):
+    if not isinstance(task_id, str) or not TASK_ID.fullmatch(task_id):
         return None
     return ProgressReporter(task_id, reporting)
 

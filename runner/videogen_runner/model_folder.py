@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 from videogen_runner.errors import ModelNotFound
-from videogen_runner.presets import PRESETS
 from videogen_runner.request import GenerationRequest
 
 
@@ -30,14 +29,10 @@ def infer_preset(path: str) -> str:
 
 def check(request: GenerationRequest) -> None:
     """Fails before loading when the folder is not the family the request names."""
-    model_index = read_model_index(request.model.path)
-    preset = PRESETS[request.model.preset]
-    has_second_expert = model_index.get("transformer_2", [None])[0] is not None
-    if has_second_expert != preset.two_experts:
+    found = infer_preset(request.model.path)
+    if found != request.model.preset:
         raise ModelNotFound(
-            f"model.path: {request.model.path} {'has' if has_second_expert else 'lacks'} a transformer_2, "
-            f"so it is not a {preset.name} model"
-        )
+            f"model.path: {request.model.path} holds a {found} model, not a {request.model.preset} model")
     for lora in request.loras:
         if not Path(lora.path).exists():
             raise ModelNotFound(f"loras: no LoRA at {lora.path}")

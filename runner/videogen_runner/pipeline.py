@@ -45,14 +45,18 @@ def load(request: GenerationRequest) -> LoadedPipeline:
     # The VAE stays in fp32 (diffusers' Wan docs: it loses detail in half precision). Weights go
     # from safetensors straight to their device. Several GPUs for one process (processes: 1)
     # share the components ("balanced"); with one process per GPU, each holds the whole model.
-    if request.acceleration.offload != "none":
+    # (diffusers' pipeline device maps are "balanced", "cuda" or "cpu": one rank of several loads
+    # to the CPU and moves to its own GPU.)
+    if request.acceleration.offload != "none" or parallel.world_size() > 1:
         device_map = None
-    elif parallel.world_size() == 1 and torch.cuda.device_count() > 1:
+    elif torch.cuda.device_count() > 1:
         device_map = "balanced"
     else:
-        device_map = str(device)
-    vae_device_map = None if device_map == "balanced" else device_map
-    vae = AutoencoderKLWan.from_pretrained(path, subfolder="vae", dtype=torch.float32, device_map=vae_device_map)
+        device_map = device.type
+    vae = AutoencoderKLWan.from_pretrained(path, subfolder="vae", dtype=torch.float32,
+                                           device_map=None if device_map == "balanced" else device_map)
+    if device_map == "balanced":
+        vae.to(device)  # not part of the balanced map: decode on the first GPU, not the CPU
     pipe = pipeline_class(request).from_pretrained(path, vae=vae, dtype=dtype, device_map=device_map)
     return configure(pipe, request, device)
 
@@ -73,9 +77,9 @@ def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedP
 
     # 4. Placement: offload when asked, else everything on the device (unless already spread).
     if acceleration.offload == "model":
-        pipe.enable_model_cpu_offload()
+        pipe.enable_model_cpu_offload(device=device)
     elif acceleration.offload == "sequential":
-        pipe.enable_sequential_cpu_offload()
+        pipe.enable_sequential_cpu_offload(device=device)
     elif getattr(pipe, "hf_device_map", None) is None:
         pipe.to(device)
 

@@ -43,6 +43,7 @@ class ProgressReporter:
             )
         self._skip_until = 0.0
         self._denoise_started = None
+        self._fresh = True  # the first write of a run clears what an earlier attempt left
 
     def stage(self, stage: str) -> None:
         if stage == "denoising":
@@ -75,12 +76,15 @@ class ProgressReporter:
         fields = {"task_id": self.task_id, "updated_at": round(time.time(), 3), **fields}
         try:
             pipe = self._redis.pipeline(transaction=False)
+            if self._fresh:
+                pipe.delete(self.hash_key)
             pipe.hset(self.hash_key, mapping=fields)
             pipe.expire(self.hash_key, self.reporting.ttl_seconds)
             pipe.xadd(self.stream_key, fields, maxlen=STREAM_MAXLEN, approximate=True)
             pipe.expire(self.stream_key, self.reporting.ttl_seconds)
             pipe.publish(self.channel, self.task_id)
             pipe.execute()
+            self._fresh = False
         except redis.RedisError as e:
             self._skip_until = self.clock() + RETRY_AFTER_S
             log.warning("progress not reported to Redis (%s); retrying in %.0fs", e, RETRY_AFTER_S)

@@ -14,10 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from videogen_runner.presets import PRESETS, PresetName, Task
 
-TASK_ID_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?$"
+TASK_ID = re.compile(r"[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?")
+TASK_ID_PATTERN = f"^{TASK_ID.pattern}$"
 MAX_PROMPT_CHARS = 2000  # UMT5 reads 512 tokens; longer text would be cut silently
 KEY_TEMPLATE_FIELDS = {"task_id", "model", "seed", "date"}
-SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/=-]*$")
+SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/=-]*")
 IMAGE_SCHEMES = ("s3://", "https://")
 
 
@@ -178,6 +179,6 @@ class GenerationRequest(Strict):
         date = now.strftime("%Y-%m-%d")
         key = self.output.key.format(task_id=self.task_id, model=self.model.preset, seed=seed, date=date)
         segments = key.split("/")
-        if not SAFE_KEY.match(key) or len(key) > 1024 or any(s in ("", ".", "..") for s in segments):
+        if not SAFE_KEY.fullmatch(key) or len(key) > 1024 or any(s in ("", ".", "..") for s in segments):
             raise ValueError(f"output.key: {key!r} is not a safe object key")
         return key

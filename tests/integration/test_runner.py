@@ -164,11 +164,12 @@ def test_missing_or_wrong_model_is_permanent(tiny_models, s3, redis_server, tmp_
     assert (code, result["reason"]) == (11, "ModelNotFound")
     assert "model.path" in result["message"]
 
-    request["model"] = {"preset": "t2v-a14b", "path": str(tiny_models["ti2v-5b"])}
     request["width"] = request["height"] = 64
-    code, result, _ = run_runner(request, tmp_path)
-    assert (code, result["reason"]) == (11, "ModelNotFound")
-    assert "not a t2v-a14b model" in result["message"]
+    for preset, folder in (("t2v-a14b", "ti2v-5b"), ("t2v-a14b", "i2v-a14b")):
+        request["model"] = {"preset": preset, "path": str(tiny_models[folder])}
+        code, result, _ = run_runner(request, tmp_path)
+        assert (code, result["reason"]) == (11, "ModelNotFound")
+        assert f"holds a {folder} model, not a {preset} model" in result["message"]
 
 
 def test_sigterm_stops_cleanly_with_a_retryable_code(tiny_models, s3, redis_client, redis_server, tmp_path):

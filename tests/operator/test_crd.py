@@ -65,6 +65,12 @@ def test_invalid_specs_are_refused_naming_the_field(crd_applied, kube_namespace,
 
 
 @pytest.mark.cluster
+def test_names_that_cannot_label_a_pod_are_refused(crd_applied, kube_namespace):
+    result = crd_applied.kubectl("apply", "-n", kube_namespace, "-f", "-", input=manifest("x" * 64), check=False)
+    assert result.returncode != 0 and "metadata.name" in result.stderr and "63" in result.stderr, result.stderr
+
+
+@pytest.mark.cluster
 def test_spec_is_immutable_except_suspend(crd_applied, kube_namespace):
     k = crd_applied
     k.kubectl("apply", "-n", kube_namespace, "-f", "-", input=manifest("frozen"))

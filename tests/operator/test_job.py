@@ -10,7 +10,8 @@ from videogen_operator.models import VideoGenerationSpec
 from videogen_operator.settings import Settings
 
 SETTINGS = Settings(runner_image="runner:1", s3_bucket="videos", s3_endpoint_url="http://s3:9000",
-                    s3_credentials_secret="s3-creds", redis_url="redis://redis:6379/0", job_ttl_seconds=3600)
+                    s3_credentials_secret="s3-creds", redis_url="redis://redis:6379/0",
+                    redis_password_secret="redis-auth", job_ttl_seconds=3600)
 
 
 def body(**spec):
@@ -114,3 +115,9 @@ def test_a_compile_cache_claim_keeps_compiled_kernels_for_later_pods():
     assert mount in pod["containers"][0]["volumeMounts"]
     default_env = {e["name"]: e.get("value") for e in build()[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert default_env["TORCHINDUCTOR_CACHE_DIR"] == "/tmp/inductor"
+
+
+def test_default_secrets_go_only_to_the_default_endpoints():
+    job, _ = build(output={"endpointUrl": "http://elsewhere:9000"}, reporting={"redisUrl": "redis://elsewhere:6379/0"})
+    names = {e["name"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "AWS_SECRET_ACCESS_KEY" not in names and "REDIS_PASSWORD" not in names

@@ -108,3 +108,26 @@ def test_transition_time_moves_only_when_a_condition_flips():
 def test_progress_from_redis_ignores_empty_fields():
     assert progress_from_redis({"stage": "loading", "percent": "0", "eta_seconds": ""}) == {
         "stage": "loading", "percent": 0.0}
+
+
+def test_a_finished_resource_keeps_its_outcome_when_the_job_is_cleaned_up():
+    result = RunResult(task_id="t", status="succeeded", exit_code=0, seed=1,
+                       output=VideoOutput(uri="s3://b/k.mp4", path="/o", bytes=1, sha256="0" * 64, frames=9,
+                                          width=64, height=64, fps=24))
+    done = status(job([("Complete", {})]), [pod("Succeeded", state=terminated(result))])
+    assert compute_status(SPEC, 1, done, None, [], None, "later") == done  # Job gone after its TTL
+
+
+def test_a_failure_target_is_final_and_a_deadline_says_so():
+    s = status(job([("FailureTarget", {"reason": "PodFailurePolicy", "message": "exit 11"})]), [pod("Failed")])
+    assert s["phase"] == "Failed"
+    killed = RunResult(task_id="t", status="failed", exit_code=143, reason="Terminated", message="SIGTERM")
+    s = status(job([("Failed", {"reason": "DeadlineExceeded", "message": "Job was active longer than specified"})]),
+               [pod("Failed", state=terminated(killed))])
+    assert (s["reason"], s["message"]) == ("DeadlineExceeded", "Job was active longer than specified")
+
+
+def test_suspended_without_a_job_is_suspended():
+    suspended = VideoGenerationSpec.model_validate({**SPEC.model_dump(by_alias=True), "suspend": True,
+                                                    "queueName": "gpus"})
+    assert status(None, spec=suspended)["phase"] == "Suspended"
