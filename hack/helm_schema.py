@@ -32,7 +32,8 @@ def schema_of(key: str, value) -> dict:
     if isinstance(value, str):
         return {"type": "string"}
     if isinstance(value, list):
-        return {"type": "array", "items": {"type": "string"} if key == "watchNamespaces" else {"type": "object"}}
+        strings = key in ("watchNamespaces", "allowedHostPaths")
+        return {"type": "array", "items": {"type": "string"} if strings else {"type": "object"}}
     return {"type": "object", "additionalProperties": False,
             "properties": {k: schema_of(k, v) for k, v in value.items()}}
 

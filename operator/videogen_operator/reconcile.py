@@ -3,6 +3,7 @@ status and events. The decisions are made by the pure builders (job.py) and stat
 
 import datetime
 import logging
+import os
 import threading
 import time
 
@@ -43,6 +44,15 @@ def parse_spec(body: dict, settings: Settings) -> tuple[VideoGenerationSpec, obj
         raise InvalidSpec("; ".join(problems)) from None
     if request.output.bucket is None:
         raise InvalidSpec("spec.output.bucket: no bucket given and the operator has no default")
+    # Who may create a VideoGeneration must not thereby run any image or read any node folder.
+    if spec.runner_image and not settings.allow_image_override:
+        raise InvalidSpec("spec.runnerImage: this operator does not allow image overrides")
+    if spec.model.host_path and not any(
+            os.path.normpath(spec.model.host_path) == os.path.normpath(allowed)
+            or os.path.normpath(spec.model.host_path).startswith(os.path.normpath(allowed).rstrip("/") + "/")
+            for allowed in settings.allowed_host_paths):
+        raise InvalidSpec(f"spec.model.hostPath: {spec.model.host_path} is not under an allowed folder "
+                          f"({settings.allowed_host_paths or 'none allowed: use a pvc'})")
     return spec, request
 
 

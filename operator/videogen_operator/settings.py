@@ -12,6 +12,10 @@ class Settings(BaseSettings):
     runner_image: str = Field(default="videogen-runner:0.1.0", description="Default runner image.")
     runner_command: list[str] = Field(default_factory=lambda: ["videogen-runner"])
     image_pull_policy: str = "IfNotPresent"
+    allow_image_override: bool = Field(
+        default=False, description="Let resources choose their runner image (spec.runnerImage).")
+    allowed_host_paths: list[str] = Field(
+        default_factory=list, description="Folders under which spec.model.hostPath may point; empty: none.")
     s3_endpoint_url: str | None = Field(default=None, description="Default S3 endpoint (else AWS).")
     s3_region: str | None = None
     s3_bucket: str | None = Field(default=None, description="Default bucket when a spec names none.")

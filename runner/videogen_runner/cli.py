@@ -174,10 +174,12 @@ def main(argv: list[str] | None = None) -> int:
         if parallel.world_size() == 1 and (processes := parallel.processes_for(request)) > 1:
             # Every rank must draw the same noise: the seed is fixed here when the request has none.
             seed = request.seed if request.seed is not None else random.randrange(2**32)
-            return parallel.launch([*(sys.argv[1:] if argv is None else argv), "--base_seed", str(seed)], processes)
-        if not parallel.is_main():  # only rank 0 reports
-            reporter = ProgressReporter(request.task_id, Reporting())
-        result = run(request, reporter)
+            command = [*(sys.argv[1:] if argv is None else argv), "--base_seed", str(seed)]
+            result = parallel.launch(command, processes, request.task_id)
+        else:
+            if not parallel.is_main():  # only rank 0 reports progress
+                reporter = ProgressReporter(request.task_id, Reporting())
+            result = run(request, reporter)
     except RunnerError as e:
         result = failure(task_id, e)
     except Exception as e:  # noqa: BLE001 - every failure must end with a result
@@ -186,11 +188,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             log.exception("unexpected failure")
             result = failure(task_id, RunnerError(f"{type(e).__name__}: {e}"))
-    if os.environ.get("RANK", "0") == "0":  # the pod's outcome is rank 0's
-        if reporter is not None:
-            reporter.finish(result)
-        write_termination_message(termination_path, result)
-        print(result.model_dump_json(exclude_none=True), flush=True)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # one rank of several: the launcher reports the outcome
+        from videogen_runner import parallel
+
+        parallel.hand_over(result)
+        return result.exit_code
+    if reporter is not None:
+        reporter.finish(result)
+    write_termination_message(termination_path, result)
+    print(result.model_dump_json(exclude_none=True), flush=True)
     return result.exit_code
 
 

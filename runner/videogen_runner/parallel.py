@@ -12,12 +12,16 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from videogen_runner import model_folder
+from videogen_runner.errors import ExitCode
 from videogen_runner.request import GenerationRequest
+from videogen_runner.result import RunResult
 
 
 def rank() -> int:
@@ -46,15 +50,21 @@ def processes_for(request: GenerationRequest) -> int:
 RUNNER = (sys.executable, "-m", "videogen_runner")
 
 
-def launch(argv: list[str], processes: int, program: tuple[str, ...] = RUNNER) -> int:
-    """Runs `processes` copies of the runner as ranks; returns the exit code of the pod."""
+RESULT_FILE = "VIDEOGEN_RESULT_FILE"  # where a rank leaves its result for the launcher
+STOP_GRACE_S = 30.0
+
+
+def launch(argv: list[str], processes: int, task_id: str, program: tuple[str, ...] = RUNNER) -> RunResult:
+    """Runs `processes` copies of the runner as ranks and returns the run's result: rank 0's, or
+    the first failing rank's (the cause; the others were stopped because of it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    folder = Path(tempfile.mkdtemp(prefix="videogen-ranks-"))
     workers = []
     for index in range(processes):
         env = {**os.environ, "RANK": str(index), "LOCAL_RANK": str(index), "WORLD_SIZE": str(processes),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), RESULT_FILE: str(folder / f"{index}.json")}
         workers.append(subprocess.Popen([*program, *argv], env=env))
 
     def forward(signum, frame):
@@ -67,15 +77,35 @@ def launch(argv: list[str], processes: int, program: tuple[str, ...] = RUNNER) -
     # failure's exit code (rank 0's when it is among them), as 128+N for a signal.
     while True:
         failed = [w for w in workers if w.poll() not in (None, 0)]
-        if failed:
-            cause = workers[0] if workers[0] in failed else failed[0]
-            forward(signal.SIGTERM, None)
-            for worker in workers:
-                worker.wait()
-            return cause.returncode if cause.returncode > 0 else 128 - cause.returncode
-        if all(w.returncode == 0 for w in workers):
-            return 0
+        if failed or all(w.returncode == 0 for w in workers):
+            break
         time.sleep(0.2)
+    cause = workers[0] if not failed or workers[0] in failed else failed[0]
+    if failed:
+        forward(signal.SIGTERM, None)
+        for worker in workers:
+            try:
+                worker.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:  # stuck in a collective: SIGTERM cannot reach Python
+                worker.kill()
+                worker.wait()
+    return result_of(folder / f"{workers.index(cause)}.json", cause.returncode, task_id)
+
+
+def result_of(path: Path, returncode: int, task_id: str) -> RunResult:
+    """The rank's own result, or one made from its exit code when it died without writing it."""
+    try:
+        return RunResult.model_validate_json(path.read_text())
+    except (OSError, ValueError):
+        code = returncode if returncode >= 0 else 128 - returncode
+        reason = "Terminated" if code == ExitCode.TERMINATED else "InternalError"
+        return RunResult(task_id=task_id, status="failed", exit_code=code, reason=reason,
+                         message=f"a runner process exited with code {code} without a result")
+
+
+def hand_over(result: RunResult) -> None:
+    """A rank's result, for its launcher (which reports the pod's outcome)."""
+    Path(os.environ[RESULT_FILE]).write_text(result.model_dump_json())
 
 
 def init(device_type: str) -> torch.device:

@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -32,6 +33,7 @@ def operator(kube_cluster, pod_executor, redis_server, s3_server, tmp_path_facto
            "VIDEOGEN_S3_ENDPOINT_URL": s3_server.endpoint, "VIDEOGEN_S3_REGION": "us-east-1",
            "VIDEOGEN_S3_BUCKET": BUCKET, "VIDEOGEN_S3_CREDENTIALS_SECRET": "s3-credentials",
            "VIDEOGEN_REDIS_URL": redis_server.url, "VIDEOGEN_PROGRESS_INTERVAL_SECONDS": "0",
+           "VIDEOGEN_ALLOWED_HOST_PATHS": json.dumps([tempfile.gettempdir()]),
            "VIDEOGEN_METRICS_PORT": str(free_port()), "VIDEOGEN_HEALTH_PORT": str(free_port())}
     health = f"http://127.0.0.1:{env['VIDEOGEN_HEALTH_PORT']}/healthz"
     server = Server("videogen-operator", [sys.executable, "-m", "videogen_operator.main"],
@@ -146,11 +148,17 @@ def test_a_runner_failure_ends_failed_with_its_reason(operator, namespace, tiny_
     assert status["attempts"] == 1  # a permanent exit code is not retried
 
 
-def test_what_only_the_operator_can_judge_is_invalid_spec(operator, namespace, tiny_models):
-    apply(operator.cluster, namespace, tiny_manifest(tiny_models, "bad-key", output={"key": "{task_id}/{secret}.mp4"}))
-    operator.cluster.kubectl("wait", "-n", namespace, "--for=condition=Failed", "vg/bad-key", "--timeout=60s")
-    status = status_of(operator.cluster, namespace, "bad-key")
-    assert status["reason"] == "InvalidSpec" and "spec.output.key" in status["message"]
+@pytest.mark.parametrize("name, spec, field", [
+    ("bad-key", {"output": {"key": "{task_id}/{secret}.mp4"}}, "spec.output.key"),
+    ("own-image", {"runnerImage": "somewhere/else:latest"}, "spec.runnerImage"),
+    ("node-secrets", {"model": {"preset": "ti2v-5b", "hostPath": "/var/lib/kubelet/../../etc", "path": "x"}},
+     "spec.model.hostPath"),
+])
+def test_what_only_the_operator_can_judge_is_invalid_spec(operator, namespace, tiny_models, name, spec, field):
+    apply(operator.cluster, namespace, tiny_manifest(tiny_models, name, **spec))
+    operator.cluster.kubectl("wait", "-n", namespace, "--for=condition=Failed", f"vg/{name}", "--timeout=60s")
+    status = status_of(operator.cluster, namespace, name)
+    assert status["reason"] == "InvalidSpec" and field in status["message"]
     assert get(operator.cluster, namespace, "jobs")["items"] == []
 
 
