@@ -32,6 +32,9 @@ def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
         prefix=GROUP, key="last-handled-configuration")
     settings.posting.enabled = False  # the Reconciler posts the events users need
     settings.watching.server_timeout = 300  # reconnect watches regularly
+    # Only the Jobs and pods of VideoGenerations travel, not every pod of a shared cluster.
+    settings.watching.label_selectors["batch", "jobs"] = NAME_LABEL
+    settings.watching.label_selectors["", "pods"] = NAME_LABEL
     settings.watching.client_timeout = 330
     memo.reconciler = Reconciler(config)
     memo.health = WatchHealth()
