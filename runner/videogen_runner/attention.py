@@ -55,8 +55,9 @@ def use_fa3_fwd() -> bool:
     return True
 
 
-def works(backend: str, device: torch.device, dtype: torch.dtype) -> bool:
-    """Runs one small attention call with `backend` and checks it against the math reference."""
+def works(backend: str, device: torch.device, dtype: torch.dtype, head_dim: int = 128) -> bool:
+    """Runs one small attention call with `backend`, at the model's head size (kernels support
+    only some), and checks it against the math reference."""
     try:
         name = AttentionBackendName(backend)
     except ValueError:
@@ -64,7 +65,7 @@ def works(backend: str, device: torch.device, dtype: torch.dtype) -> bool:
     if name.value.endswith("_hub"):
         return False
     generator = torch.Generator(device="cpu").manual_seed(0)
-    q, k, v = (torch.randn(1, 64, 2, 64, generator=generator).to(device, dtype) for _ in range(3))
+    q, k, v = (torch.randn(1, 64, 2, head_dim, generator=generator).to(device, dtype) for _ in range(3))
     try:
         out = dispatch_attention_fn(q, k, v, backend=name)
         ref = dispatch_attention_fn(q.float(), k.float(), v.float(), backend=AttentionBackendName._NATIVE_MATH)
@@ -77,20 +78,21 @@ def works(backend: str, device: torch.device, dtype: torch.dtype) -> bool:
     return bool(error < 2e-2)
 
 
-def choose(requested: str, device: torch.device, dtype: torch.dtype, context_parallel: bool = False) -> str:
+def choose(requested: str, device: torch.device, dtype: torch.dtype, head_dim: int = 128,
+           context_parallel: bool = False) -> str:
     """The requested backend if it works, else the fastest that does ('native' always does);
     with context parallelism, only backends that can split the sequence."""
     if device.type == "cuda" and requested == "_flash_3":
         use_fa3_fwd()
     if requested != "auto":
-        if works(requested, device, dtype) and (not context_parallel or splits_sequence(requested)):
+        if works(requested, device, dtype, head_dim) and (not context_parallel or splits_sequence(requested)):
             return requested
         log.warning("attention backend %r does not run on this machine; choosing automatically", requested)
     if device.type == "cuda":
         use_fa3_fwd()
     candidates = CUDA_PREFERENCE if device.type == "cuda" else ("native",)
-    return next(b for b in candidates
-                if b == "native" or (works(b, device, dtype) and (not context_parallel or splits_sequence(b))))
+    usable = (b for b in candidates if b == "native" or works(b, device, dtype, head_dim))
+    return next(b for b in usable if not context_parallel or splits_sequence(b))
 
 
 def splits_sequence(backend: str) -> bool:

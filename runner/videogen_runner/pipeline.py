@@ -85,7 +85,8 @@ def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedP
 
     # 5. Attention: the fastest backend verified to run here.
     processes = parallel.world_size()
-    backend = attention.choose(acceleration.attention_backend, device, pipe.transformer.dtype, processes > 1)
+    backend = attention.choose(acceleration.attention_backend, device, pipe.transformer.dtype,
+                               pipe.transformer.config.attention_head_dim, processes > 1)
     experts = (pipe.transformer, getattr(pipe, "transformer_2", None))
     transformers = list({id(t): t for t in experts if t is not None}.values())
     for transformer in transformers:

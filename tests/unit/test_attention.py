@@ -1,0 +1,13 @@
+"""The attention backend is verified by running it, never assumed from what is installed."""
+
+import torch
+
+from videogen_runner import attention
+
+
+def test_a_backend_that_cannot_run_here_is_not_chosen():
+    cpu = torch.device("cpu")
+    for requested in ("xformers", "_flash_3", "no_such_backend", "flash_hub"):
+        assert attention.choose(requested, cpu, torch.float32, head_dim=16) == "native"
+    assert attention.works("native", cpu, torch.float32, head_dim=16)
+    assert not attention.works("xformers", cpu, torch.float32)
