@@ -4,9 +4,10 @@ Credentials come only from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS
 boto3 reads them; nothing in the request can carry one.
 """
 
+import http.client
 import ipaddress
 import socket
-import urllib.request
+import ssl
 from io import BytesIO
 from pathlib import Path
 from urllib.parse import urlparse
@@ -50,23 +51,27 @@ def upload(path: Path, output: Output, key: str, metadata: dict[str, str]) -> st
     return f"s3://{output.bucket}/{key}"
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A redirect could lead past check_image_url to a forbidden address: refuse it."""
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """HTTPS to the address that was checked, with the certificate verified for the host name:
+    a second DNS answer (rebinding) cannot send the request elsewhere."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        raise InvalidRequest(f"image: {req.full_url} redirects to {newurl}; redirects are not followed")
+    def __init__(self, hostname: str, address: str, port: int, timeout: float):
+        super().__init__(hostname, port, timeout=timeout, context=ssl.create_default_context())
+        self.address = address
+
+    def connect(self):
+        sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
-_HTTPS = urllib.request.build_opener(_NoRedirect)
-
-
-def check_image_url(url: str) -> None:
-    """Refuses URLs that would reach the node itself or cloud metadata (link-local, loopback)."""
+def check_image_url(url: str) -> str | None:
+    """Refuses URLs that would reach the node itself or cloud metadata (link-local, loopback);
+    returns the vetted address of an https:// host, the one to connect to."""
     parsed = urlparse(url)
     if parsed.scheme == "s3":
         if not parsed.netloc or not parsed.path.strip("/"):
             raise InvalidRequest(f"image: {url!r} must be s3://bucket/key")
-        return
+        return None
     if parsed.scheme != "https" or not parsed.hostname:
         raise InvalidRequest(f"image: {url!r} must be an s3:// or https:// URL")
     try:
@@ -77,20 +82,31 @@ def check_image_url(url: str) -> None:
         ip = ipaddress.ip_address(address.split("%")[0])
         if ip.is_link_local or ip.is_loopback or ip.is_unspecified or ip.is_multicast:
             raise InvalidRequest(f"image: {parsed.hostname} resolves to {ip}, which is not allowed")
+    return sorted(addresses)[0]
 
 
 def fetch_image(url: str, output: Output) -> Image.Image:
     """Downloads the first frame (s3:// through the same S3 endpoint and credentials)."""
-    check_image_url(url)
+    address = check_image_url(url)
     parsed = urlparse(url)
     try:
         if parsed.scheme == "s3":
             body = s3_client(output).get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"]
             data = body.read(MAX_IMAGE_BYTES + 1)
         else:
-            with _HTTPS.open(url, timeout=30) as response:
+            connection = _PinnedHTTPS(parsed.hostname, address, parsed.port or 443, timeout=30)
+            try:
+                connection.request("GET", parsed.path + (f"?{parsed.query}" if parsed.query else "") or "/")
+                response = connection.getresponse()
+                if 300 <= response.status < 400:
+                    raise InvalidRequest(f"image: {url} redirects to {response.getheader('Location')}; "
+                                         "redirects are not followed")
+                if response.status != 200:
+                    raise InputUnavailable(f"image: {url} answered HTTP {response.status}")
                 data = response.read(MAX_IMAGE_BYTES + 1)
-    except (BotoCoreError, ClientError, OSError) as e:
+            finally:
+                connection.close()
+    except (BotoCoreError, ClientError, OSError, http.client.HTTPException) as e:
         raise InputUnavailable(f"image: cannot fetch {url}: {e}") from e
     if len(data) > MAX_IMAGE_BYTES:
         raise InvalidRequest(f"image: {url} is larger than {MAX_IMAGE_BYTES >> 20} MiB")
