@@ -17,6 +17,7 @@ from videogen_operator import metrics
 from videogen_operator.models import GROUP, KIND, PLURAL, VERSION, VideoGenerationSpec
 from videogen_operator.settings import Settings
 from videogen_operator.status import TERMINAL, compute_status, conditions
+from videogen_runner.request import describe
 
 log = logging.getLogger(__name__)
 REDIS_RETRY_S = 15.0
@@ -37,23 +38,22 @@ def parse_spec(body: dict, settings: Settings) -> tuple[VideoGenerationSpec, obj
         spec = VideoGenerationSpec.model_validate(body["spec"])
         request = jobs.build_request(spec, meta["namespace"], meta["name"], settings)
     except ValidationError as e:
-        problems = []
-        for error in e.errors():
-            where = ".".join(str(p) for p in error["loc"])
-            problems.append(f"{'spec.' + where + ': ' if where else ''}{error['msg'].removeprefix('Value error, ')}")
-        raise InvalidSpec("; ".join(problems)) from None
+        raise InvalidSpec(describe(e, prefix="spec.")) from None
     if request.output.bucket is None:
         raise InvalidSpec("spec.output.bucket: no bucket given and the operator has no default")
     # Who may create a VideoGeneration must not thereby run any image or read any node folder.
     if spec.runner_image and not settings.allow_image_override:
         raise InvalidSpec("spec.runnerImage: this operator does not allow image overrides")
-    if spec.model.host_path and not any(
-            os.path.normpath(spec.model.host_path) == os.path.normpath(allowed)
-            or os.path.normpath(spec.model.host_path).startswith(os.path.normpath(allowed).rstrip("/") + "/")
-            for allowed in settings.allowed_host_paths):
+    if spec.model.host_path and not inside(spec.model.host_path, settings.allowed_host_paths):
         raise InvalidSpec(f"spec.model.hostPath: {spec.model.host_path} is not under an allowed folder "
                           f"({settings.allowed_host_paths or 'none allowed: use a pvc'})")
     return spec, request
+
+
+def inside(path: str, folders: list[str]) -> bool:
+    """Whether `path`, once `..` is resolved, is one of `folders` or below one."""
+    path = os.path.normpath(path)
+    return any(path == os.path.normpath(f) or path.startswith(os.path.normpath(f).rstrip("/") + "/") for f in folders)
 
 
 class Reconciler:

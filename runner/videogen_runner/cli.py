@@ -22,7 +22,7 @@ from videogen_runner.errors import InvalidRequest, OutOfGpuMemory, RunnerError, 
 from videogen_runner.model_folder import infer_preset
 from videogen_runner.presets import PRESETS
 from videogen_runner.progress import ProgressReporter
-from videogen_runner.request import TASK_ID, GenerationRequest, Reporting
+from videogen_runner.request import TASK_ID, GenerationRequest, Reporting, describe
 from videogen_runner.result import RunResult
 
 log = logging.getLogger("videogen_runner")
@@ -131,16 +131,6 @@ def lora_flag(value: str) -> dict:
         return {"path": path, "weight": float(weight)}
     except ValueError:
         return {"path": value}
-
-
-def describe(error: ValidationError) -> str:
-    """One line per problem, each starting with the field's dotted name."""
-    lines = []
-    for e in error.errors():
-        where = ".".join(str(part) for part in e["loc"])
-        message = e["msg"].removeprefix("Value error, ")
-        lines.append(f"{where}: {message}" if where else message)
-    return "; ".join(lines)
 
 
 def on_sigterm(signum, frame):

@@ -10,7 +10,7 @@ import string
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from videogen_runner.presets import PRESETS, PresetName, Task
 
@@ -20,6 +20,16 @@ MAX_PROMPT_CHARS = 2000  # UMT5 reads 512 tokens; longer text would be cut silen
 KEY_TEMPLATE_FIELDS = {"task_id", "model", "seed", "date"}
 SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/=-]*")
 IMAGE_SCHEMES = ("s3://", "https://")
+
+
+def describe(error: ValidationError, prefix: str = "") -> str:
+    """One line per problem, each starting with the field's dotted name (after `prefix`)."""
+    lines = []
+    for e in error.errors():
+        where = ".".join(str(part) for part in e["loc"])
+        message = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{prefix}{where}: {message}" if where else message)
+    return "; ".join(lines)
 
 
 class Strict(BaseModel):
