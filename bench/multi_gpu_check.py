@@ -27,7 +27,7 @@ def generate(model: Path, out: Path) -> None:
     loaded = pipeline.load(request)
     frames = pipeline.generate_frames(loaded, request, 3, None, Timings())
     if parallel.is_main():
-        np.save(out, frames)
+        np.save(out, frames.float().cpu().numpy())
     if parallel.world_size() > 1:
         parallel.hand_over(RunResult(task_id="check", status="succeeded", exit_code=0,
                                      attention_backend=loaded.attention_backend))

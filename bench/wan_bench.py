@@ -12,6 +12,7 @@ Prints one table (the last lines) and writes JSON to $OUT (or --out).
 """
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -25,7 +26,7 @@ from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, Wa
 from transformers import UMT5Config, UMT5EncoderModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runner"))
-from videogen_runner import parallel, pipeline, tiny  # noqa: E402
+from videogen_runner import export, parallel, pipeline, tiny, vae_decode  # noqa: E402
 from videogen_runner.presets import PRESETS  # noqa: E402
 from videogen_runner.request import GenerationRequest  # noqa: E402
 from videogen_runner.result import Timings  # noqa: E402
@@ -53,7 +54,7 @@ NEGATIVE = "blurry, low quality, static, ugly"
 
 VARIANTS = {
     # Every acceleration off: what a plain WanPipeline call does.
-    "diffusers": dict(attention_backend="native", compile=False, uniform_timesteps=False),
+    "diffusers": dict(attention_backend="native", compile=False, uniform_timesteps=False, fast_vae=False),
     # The runner's defaults.
     "runner": dict(),
     "runner-nocompile": dict(compile=False),
@@ -61,7 +62,9 @@ VARIANTS = {
     "taylorseer": dict(step_cache="taylorseer"),
     "first-block": dict(step_cache="first_block", step_cache_threshold=0.05),
     "fp8": dict(fp8=True),
-    "fp8-taylorseer": dict(fp8=True, step_cache="taylorseer"),
+    "vae-bf16": dict(vae_bf16=True),
+    # All opt-in approximations at once (FP8 stays in the transformers: run it last).
+    "approximate": dict(fp8=True, step_cache="taylorseer", vae_bf16=True),
 }
 
 
@@ -117,14 +120,14 @@ def build(model: str, device: torch.device, dtype: torch.dtype, small: bool) -> 
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two float videos in [0, 1], as uint8 frames (what the MP4 would hold)."""
-    a8, b8 = ((np.clip(x, 0, 1) * 255).round() for x in (a, b))
-    mse = float(np.mean((a8 - b8) ** 2))
+    """PSNR in dB of two uint8 videos (what the MP4 would hold)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
 
 
 def run_variant(pipe, name: str, request: GenerationRequest, device, fl: float) -> tuple[dict, np.ndarray]:
-    """One video through the runner's path; per-step times from the step callback."""
+    """One video through the runner's path, to uint8 frames on the host (what export encodes);
+    per-step times from the step callback."""
     loaded = pipeline.configure(pipe, request, device)
     stamps = []
     timings = Timings()
@@ -135,46 +138,49 @@ def run_variant(pipe, name: str, request: GenerationRequest, device, fl: float) 
     started = time.perf_counter()
     frames = pipeline.generate_frames(loaded, request, 0, None, timings,
                                       on_step=lambda step, total: stamps.append(time.perf_counter()))
+    video = export.to_uint8_video(frames)
     total = time.perf_counter() - started
     steps = [b - a for a, b in zip([started + timings.encode] + stamps, stamps)]
     step_s = statistics.median(steps[1:]) if len(steps) > 1 else steps[0]
     row = {"variant": name, "attention": loaded.attention_backend, "steps": request.steps,
            "step_s": round(step_s, 3), "first_step_s": round(steps[0], 2), "encode_s": timings.encode,
            "decode_s": timings.decode, "video_s": round(total, 2),
-           "frames_shape": list(frames.shape), "frames_finite": bool(torch.isfinite(torch.from_numpy(frames)).all())}
+           "frames_shape": list(frames.shape), "frames_finite": bool(torch.isfinite(frames).all())}
     if device.type == "cuda":
         row["tflops"] = round(2 * fl / step_s / 1e12, 1)  # CFG: two forwards per step
         row["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
     if parallel.is_main():
         print(json.dumps(row), flush=True)
-    return row, frames
+    return row, video
 
 
 def vae_decode_check(pipe, model: str, device) -> dict:
-    """The same latents decoded in the default layout and in channels_last_3d: time and difference."""
-    vae = pipe.vae
-    z = vae.config.z_dim
-    spatial = vae.config.get("scale_factor_spatial", 8)
+    """The same latents through diffusers' VAE decode, the runner's, and the runner's in bf16:
+    time of each (after a warm-up on two latent frames) and PSNR against diffusers' video."""
+    stock = pipe.vae
+    z = stock.config.z_dim
+    spatial = stock.config.get("scale_factor_spatial", 8)
     shape = (1, z, 31 if model == "ti2v-5b" else 21, 704 // spatial if model == "ti2v-5b" else 720 // spatial,
              1280 // spatial)
     latents = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
-    out = {}
+    fast = copy.deepcopy(stock)
+    vae_decode.accelerate(fast)
+    fast_bf16 = copy.deepcopy(fast).to(torch.bfloat16)
+    out, videos = {}, {}
     with torch.inference_mode():
-        for layout in ("contiguous", "channels_last_3d"):
-            if layout == "channels_last_3d":
-                for conv in (m for m in vae.modules() if isinstance(m, torch.nn.Conv3d)):
-                    conv.to(memory_format=torch.channels_last_3d)
-            vae.decode(latents[:, :, :2])  # warm-up (cuDNN algorithm choice)
+        for name, vae in (("diffusers", stock), ("runner", fast), ("runner-bf16", fast_bf16)):
+            x = latents.to(vae.dtype)
+            vae.decode(x[:, :, :2])
             torch.cuda.synchronize()
             started = time.perf_counter()
-            video = vae.decode(latents, return_dict=False)[0]
+            video = vae.decode(x, return_dict=False)[0]
             torch.cuda.synchronize()
-            out[layout] = {"seconds": round(time.perf_counter() - started, 2)}
-            out[layout + "_video"] = video.float().cpu()
-        for conv in (m for m in vae.modules() if isinstance(m, torch.nn.Conv3d)):
-            conv.to(memory_format=torch.contiguous_format)
-    a, b = out.pop("contiguous_video"), out.pop("channels_last_3d_video")
-    out["max_abs_diff"] = float((a - b).abs().max())
+            videos[name] = export.to_uint8_video((video[0].float().permute(1, 2, 3, 0) + 1) / 2)
+            out[name] = {"seconds": round(time.perf_counter() - started, 2)}
+            if name != "diffusers":
+                out[name]["psnr_vs_diffusers_db"] = round(psnr(videos[name], videos["diffusers"]), 2)
+                out[name]["max_uint8_diff"] = int(np.abs(videos[name].astype(int) - videos["diffusers"]).max())
+    del fast, fast_bf16
     print(json.dumps({"vae_decode": out}), flush=True)
     return out
 
@@ -233,7 +239,8 @@ def main() -> int:
     parser.add_argument("--variants", default="diffusers,runner-nocompile,runner",
                         help="comma-separated NAME[:STEPS]; a repeated name runs again in the same process (warm)")
     parser.add_argument("--tiny", action="store_true", help="tiny model on any device: checks the script")
-    parser.add_argument("--vae-check", action="store_true", help="time VAE decode in NCDHW vs channels_last_3d")
+    parser.add_argument("--vae-check", action="store_true",
+                        help="time diffusers' VAE decode against the runner's, fp32 and bf16")
     parser.add_argument("--load-check", type=Path, metavar="FOLDER",
                         help="save the model there and time loading it from disk against the disk's read rate")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
@@ -252,6 +259,8 @@ def main() -> int:
     started = time.perf_counter()
     pipe = build(args.model, device, dtype, args.tiny)
     result["build_s"] = round(time.perf_counter() - started, 1)
+    if args.vae_check:  # before any variant rewires pipe.vae
+        result["vae_decode"] = vae_decode_check(pipe, args.model, device)
     exact = {}  # steps → frames of the exact runner video, the reference of the approximations
     for variant in args.variants.split(","):
         name, _, steps = variant.partition(":")
@@ -267,12 +276,11 @@ def main() -> int:
         elif request.steps in exact and name not in ("diffusers", "runner-nocompile"):
             row["psnr_vs_exact_db"] = round(psnr(frames, exact[request.steps]), 2)
             print(json.dumps({"variant": name, "psnr_vs_exact_db": row["psnr_vs_exact_db"]}), flush=True)
-        if "taylorseer" in name or name == "first-block":
+        if VARIANTS[name].get("step_cache"):
             for transformer in {id(t): t for t in (pipe.transformer, pipe.transformer_2) if t is not None}.values():
                 transformer.disable_cache()
+        pipe.vae.to(torch.float32)  # after vae-bf16
         result["rows"].append(row)
-    if args.vae_check:
-        result["vae_decode"] = vae_decode_check(pipe, args.model, device)
     if args.load_check:
         result["load"] = load_check(pipe, args.model, args.load_check, device)
 

@@ -40,10 +40,11 @@ def run(request: GenerationRequest, reporter: ProgressReporter) -> RunResult:
     reporter.stage("exporting")
     path = Path(request.output.path)
     with stopwatch(timings, "export"):
+        frames = export.to_uint8_video(frames)
         export.write_mp4(frames, path, request.fps)
     video = VideoOutput(
         path=str(path), bytes=path.stat().st_size, sha256=export.sha256_of(path),
-        frames=frames.shape[1], width=frames.shape[3], height=frames.shape[2], fps=request.fps,
+        frames=frames.shape[0], width=frames.shape[2], height=frames.shape[1], fps=request.fps,
     )
 
     # 5. Upload to S3 when a bucket is given.

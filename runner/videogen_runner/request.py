@@ -96,6 +96,9 @@ class Acceleration(Strict):
     uniform_timesteps: bool = Field(
         default=True, description="TI2V-5B text-to-video: one timestep embedding per video, not per token (exact)."
     )
+    fast_vae: bool = Field(
+        default=True, description="VAE decode with fused kernels and implicit padding, same arithmetic (GPU).",
+    )
     processes: int | None = Field(
         default=None, ge=1, le=16,
         description="Processes (GPUs) for this one video, splitting its tokens (Ulysses); default: one per GPU.",
@@ -106,6 +109,9 @@ class Acceleration(Strict):
     )
     step_cache: Literal["none", "first_block", "taylorseer"] = Field(
         default="none", description="Opt-in approximation: reuse transformer work between denoising steps."
+    )
+    vae_bf16: bool = Field(
+        default=False, description="Opt-in approximation: decode with the VAE in bfloat16 (fp32 is the reference).",
     )
     step_cache_threshold: float = Field(
         default=0.05, gt=0.0, le=1.0, description="first_block: relative residual change under which a step is reused."

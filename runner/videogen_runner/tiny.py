@@ -55,6 +55,22 @@ def transformer(in_channels: int, out_channels: int) -> WanTransformer3DModel:
     ).eval()
 
 
+def vae_latent_channels(family: str) -> int:
+    return 8 if family == "ti2v-5b" else 16
+
+
+def vae(family: str) -> AutoencoderKLWan:
+    """TI2V-5B: the Wan2.2 VAE (residual, patchified, 16x spatial; 8 latent channels here, 48 in
+    the real one). A14B: the Wan2.1 VAE (8x spatial, 16 latent channels)."""
+    z = vae_latent_channels(family)
+    if family == "ti2v-5b":
+        return AutoencoderKLWan(base_dim=16, decoder_base_dim=16, z_dim=z, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                                is_residual=True, in_channels=12, out_channels=12, patch_size=2,
+                                scale_factor_spatial=16, scale_factor_temporal=4,
+                                latents_mean=[0.0] * z, latents_std=[1.0] * z)
+    return AutoencoderKLWan(base_dim=16, z_dim=z, dim_mult=[1, 2, 2, 2], num_res_blocks=1)
+
+
 def write(folder: Path, family: str, seed: int = 0) -> Path:
     """Writes a tiny model of `family` to `folder` and returns the folder."""
     preset = PRESETS[family]
@@ -63,25 +79,16 @@ def write(folder: Path, family: str, seed: int = 0) -> Path:
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
                                         num_train_timesteps=1000, flow_shift=preset.flow_shift)
     common = dict(tokenizer=tok, text_encoder=text_encoder(len(tok)), scheduler=scheduler)
+    z = vae_latent_channels(family)
     if family == "ti2v-5b":
-        # Wan2.2 VAE: residual, patchified, 16x spatial; latents 8 channels here (48 in the real one).
-        z = 8
-        vae = AutoencoderKLWan(base_dim=16, decoder_base_dim=16, z_dim=z, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
-                               is_residual=True, in_channels=12, out_channels=12, patch_size=2,
-                               scale_factor_spatial=16, scale_factor_temporal=4,
-                               latents_mean=[0.0] * z, latents_std=[1.0] * z)
-        pipe = WanPipeline(vae=vae, transformer=transformer(z, z), expand_timesteps=True, **common)
-    else:
-        # Wan2.1 VAE (8x spatial, 16 latent channels) and two experts split at the boundary.
-        z = 16
-        vae = AutoencoderKLWan(base_dim=16, z_dim=z, dim_mult=[1, 2, 2, 2], num_res_blocks=1)
-        if family == "t2v-a14b":
-            pipe = WanPipeline(vae=vae, transformer=transformer(z, z), transformer_2=transformer(z, z),
-                               boundary_ratio=0.875, **common)
-        else:  # i2v-a14b: noise, image latents and a 4-channel frame mask
-            pipe = WanImageToVideoPipeline(vae=vae, transformer=transformer(2 * z + 4, z),
-                                           transformer_2=transformer(2 * z + 4, z), boundary_ratio=0.9,
-                                           image_processor=None, image_encoder=None, **common)
+        pipe = WanPipeline(vae=vae(family), transformer=transformer(z, z), expand_timesteps=True, **common)
+    elif family == "t2v-a14b":  # two experts split at the boundary
+        pipe = WanPipeline(vae=vae(family), transformer=transformer(z, z), transformer_2=transformer(z, z),
+                           boundary_ratio=0.875, **common)
+    else:  # i2v-a14b: noise, image latents and a 4-channel frame mask
+        pipe = WanImageToVideoPipeline(vae=vae(family), transformer=transformer(2 * z + 4, z),
+                                       transformer_2=transformer(2 * z + 4, z), boundary_ratio=0.9,
+                                       image_processor=None, image_encoder=None, **common)
     pipe.save_pretrained(folder)
     return folder
 

@@ -1,0 +1,53 @@
+"""The rewired VAE decode computes what diffusers' decode computes (fp32, CPU)."""
+
+import copy
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from videogen_runner import tiny, vae_decode
+
+
+@pytest.mark.parametrize("family", ["ti2v-5b", "t2v-a14b"])
+def test_accelerated_decode_matches_the_stock_decode(family):
+    torch.manual_seed(0)
+    stock = tiny.vae(family).eval()
+    fast = copy.deepcopy(stock)
+    vae_decode.accelerate(fast)
+    vae_decode.accelerate(fast)  # idempotent
+    # 3 latent frames: the first chunk (zeros before it), the second (one cached frame), the third (two).
+    latents = torch.randn(1, tiny.vae_latent_channels(family), 3, 4, 6)
+    with torch.inference_mode():
+        expected = stock.decode(latents).sample
+        got = fast.decode(latents).sample
+    scale = stock.spatial_compression_ratio
+    assert got.shape == expected.shape == (1, 3, 9, 4 * scale, 6 * scale)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert isinstance(fast.decoder.conv_out, vae_decode.CausalConv3d)
+    assert fast.decoder.conv_out.weight.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+KERNEL_CHECK = """
+import torch
+from videogen_runner import tiny, vae_decode
+norm = tiny.vae("ti2v-5b").decoder.norm_out
+with torch.no_grad():
+    norm.gamma.normal_()
+fused = vae_decode.RMSNormSiLU(norm)
+for channels_last in (True, False):  # the Triton kernel, then the eager fallback
+    x = torch.randn(2, norm.gamma.shape[0], 3, 4, 5) * 3
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(fused(x), torch.nn.functional.silu(norm(x)), rtol=1e-5, atol=1e-6)
+print("ok")
+"""
+
+
+def test_the_triton_kernel_computes_norm_then_silu():
+    """Run by Triton's CPU interpreter, which is chosen when the kernel is defined: a new process."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, "-c", KERNEL_CHECK], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
