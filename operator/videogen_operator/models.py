@@ -103,6 +103,8 @@ class Acceleration(Model):
         default="none", description="Opt-in approximation: reuse transformer work between steps.")
     step_cache_threshold: float = Field(default=0.05, gt=0, le=1, description="first_block: reuse threshold.")
     fp8: bool = Field(default=False, description="Opt-in approximation: FP8 linear layers (Hopper or newer).")
+    fast_vae: bool = Field(default=True, description="VAE decode with fused kernels, same arithmetic (GPU).")
+    vae_bf16: bool = Field(default=False, description="Opt-in approximation: VAE decode in bfloat16.")
 
 
 class Resources(Model):
