@@ -56,6 +56,7 @@ def build_request(spec: VideoGenerationSpec, namespace: str, name: str, settings
         "guidance_scale": spec.sampling.guidance_scale,
         "guidance_scale_2": spec.sampling.guidance_scale2,
         "flow_shift": spec.sampling.flow_shift,
+        "sampler": spec.sampling.sampler,
         "seed": spec.sampling.seed,
         "loras": [{"path": f"{MODEL_MOUNT}/{lora.path}", "weight": lora.weight, "experts": lora.experts}
                   for lora in spec.loras],

@@ -65,6 +65,8 @@ class Sampling(Model):
     guidance_scale: float | None = Field(default=None, ge=0, le=30, description="Classifier-free guidance.")
     guidance_scale2: float | None = Field(default=None, ge=0, le=30, description="A14B low-noise expert's guidance.")
     flow_shift: float | None = Field(default=None, gt=0, le=50, description="Flow-matching shift.")
+    sampler: Literal["unipc", "euler"] = Field(
+        default="unipc", description="Flow-matching solver: unipc (Wan's own) or euler (step-distilled LoRAs).")
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1, description="Unset: random, reported in status.")
 
 
@@ -104,6 +106,7 @@ class Acceleration(Model):
     step_cache_threshold: float = Field(default=0.05, gt=0, le=1, description="first_block: reuse threshold.")
     fp8: bool = Field(default=False, description="Opt-in approximation: FP8 linear layers (Hopper or newer).")
     fast_vae: bool = Field(default=True, description="VAE decode with fused kernels, same arithmetic (GPU).")
+    fuse_loras: bool = Field(default=True, description="Merge LoRAs into the weights: no per-step LoRA work.")
     vae_bf16: bool = Field(default=False, description="Opt-in approximation: VAE decode in bfloat16.")
 
 

@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample_guide_scale", "--guidance_scale", dest="guidance_scale", type=float)
     p.add_argument("--guidance_scale_2", type=float)
     p.add_argument("--sample_shift", "--flow_shift", dest="flow_shift", type=float)
+    p.add_argument("--sample_solver", "--sampler", dest="sampler", help="unipc (default) or euler")
     p.add_argument("--base_seed", "--seed", dest="seed", type=int)
     p.add_argument("--lora", action="append", metavar="PATH[:WEIGHT]", help="repeatable")
     p.add_argument("--output_path", help="local MP4 path")
@@ -107,7 +108,7 @@ def request_document(args: argparse.Namespace) -> dict:
     if doc.get("model", {}).get("path") and not doc["model"].get("preset"):
         put("model.preset", infer_preset(doc["model"]["path"]))
     for name in ("task", "prompt", "negative_prompt", "image", "width", "height", "frames", "fps", "steps",
-                 "guidance_scale", "guidance_scale_2", "flow_shift", "seed"):
+                 "guidance_scale", "guidance_scale_2", "flow_shift", "sampler", "seed"):
         put(name, getattr(args, name))
     if args.lora:
         doc["loras"] = [lora_flag(value) for value in args.lora]

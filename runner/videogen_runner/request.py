@@ -110,6 +110,9 @@ class Acceleration(Strict):
     step_cache: Literal["none", "first_block", "taylorseer"] = Field(
         default="none", description="Opt-in approximation: reuse transformer work between denoising steps."
     )
+    fuse_loras: bool = Field(
+        default=True, description="Merge LoRAs into the weights after loading: no per-step LoRA work.",
+    )
     vae_bf16: bool = Field(
         default=False, description="Opt-in approximation: decode with the VAE in bfloat16 (fp32 is the reference).",
     )
@@ -135,6 +138,9 @@ class GenerationRequest(Strict):
     guidance_scale: float | None = Field(default=None, ge=0.0, le=30.0)
     guidance_scale_2: float | None = Field(default=None, ge=0.0, le=30.0, description="A14B low-noise expert.")
     flow_shift: float | None = Field(default=None, gt=0.0, le=50.0)
+    sampler: Literal["unipc", "euler"] = Field(
+        default="unipc", description="Flow-matching solver: unipc (Wan's own) or euler (step-distilled LoRAs).",
+    )
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1, description="Unset: random, reported back.")
     loras: list[Lora] = Field(default_factory=list, max_length=8)
     output: Output = Field(default_factory=Output)

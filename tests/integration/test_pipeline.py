@@ -1,10 +1,13 @@
 """The model side in-process on tiny real models: what the exact accelerations and LoRAs do."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
-from diffusers import WanPipeline, WanTransformer3DModel
+from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
 from peft import LoraConfig, get_peft_model_state_dict
+from safetensors.torch import load_file, save_file
 
 from videogen_runner import export, pipeline
 from videogen_runner.request import GenerationRequest
@@ -12,8 +15,9 @@ from videogen_runner.result import Timings
 
 
 def request(models, family="ti2v-5b", **fields):
+    fields = {"width": 64, "height": 64, "frames": 5, "steps": 2, **fields}
     return GenerationRequest(task_id="p", model={"preset": family, "path": str(models[family])}, prompt="a red fox",
-                             width=64, height=64, frames=5, steps=2, **fields)
+                             **fields)
 
 
 def frames(req):
@@ -63,9 +67,61 @@ def test_lora_changes_the_video_and_weight_zero_does_not(tiny_models, lora_file)
 @pytest.mark.parametrize("experts, high, low", [("both", True, True), ("high_noise", True, False),
                                                  ("low_noise", False, True)])
 def test_lora_goes_into_the_experts_asked_for(tiny_models, lora_file, experts, high, low):
+    base = pipeline.load(request(tiny_models, "t2v-a14b")).pipe
     loaded = pipeline.load(request(tiny_models, "t2v-a14b", loras=[{"path": str(lora_file), "experts": experts}]))
-    has = lambda model: "lora0" in (getattr(model, "peft_config", None) or {})  # noqa: E731
-    assert (has(loaded.pipe.transformer), has(loaded.pipe.transformer_2)) == (high, low)
+    query = lambda pipe, expert: getattr(pipe, expert).blocks[0].attn1.to_q.weight  # noqa: E731
+    changed = [not torch.equal(query(loaded.pipe, e), query(base, e)) for e in ("transformer", "transformer_2")]
+    assert changed == [high, low]
+    # Merged into the weights, and the LoRA layers gone (fuse_loras, the default).
+    assert not any("lora" in name for name, _ in loaded.pipe.transformer.named_parameters())
+
+
+def test_fused_loras_compute_what_unfused_loras_compute(tiny_models, lora_file):
+    loras = [{"path": str(lora_file), "weight": 0.7, "experts": "low_noise"}]
+    fused = frames(request(tiny_models, "t2v-a14b", loras=loras))
+    unfused = frames(request(tiny_models, "t2v-a14b", loras=loras, acceleration={"fuse_loras": False}))
+    torch.testing.assert_close(fused, unfused, atol=1e-5, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def wan_format_lora(lora_file, tmp_path_factory):
+    """The same LoRA in Wan's own key layout, as lightx2v's step-distillation LoRAs ship:
+    diffusion_model.blocks.N.self_attn.q.lora_down.weight / lora_up.weight / alpha."""
+    attention = {"attn1": "self_attn", "attn2": "cross_attn"}
+    projection = {"to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "o"}
+    converted = {}
+    for key, tensor in load_file(lora_file).items():
+        match = re.fullmatch(r"transformer\.blocks\.(\d+)\.(attn[12])\.(to_[qkv]|to_out\.0)\.lora_([AB])\.weight", key)
+        assert match, key
+        block, attn, proj, half = match.groups()
+        stem = f"diffusion_model.blocks.{block}.{attention[attn]}.{projection[proj]}"
+        converted[f"{stem}.lora_{'down' if half == 'A' else 'up'}.weight"] = tensor
+        if half == "A":
+            converted[f"{stem}.alpha"] = torch.tensor(float(tensor.shape[0]))  # alpha = rank: scale 1
+    path = tmp_path_factory.mktemp("wan-lora") / "high_noise_model.safetensors"
+    save_file(converted, path)
+    return path
+
+
+def test_a_lora_in_wan_layout_loads_like_the_diffusers_one(tiny_models, lora_file, wan_format_lora):
+    diffusers_layout = frames(request(tiny_models, "t2v-a14b", loras=[{"path": str(lora_file)}]))
+    wan_layout = frames(request(tiny_models, "t2v-a14b", loras=[{"path": str(wan_format_lora)}]))
+    torch.testing.assert_close(wan_layout, diffusers_layout, atol=1e-5, rtol=0)
+
+
+def test_four_step_distilled_settings_run_with_the_euler_sampler(tiny_models, wan_format_lora):
+    """What lightx2v's 4-step LoRAs take: Euler steps, no classifier-free guidance (one forward per step)."""
+    fields = dict(steps=4, guidance_scale=1.0, guidance_scale_2=1.0, flow_shift=5.0,
+                  loras=[{"path": str(wan_format_lora), "experts": "high_noise"}])
+    req = request(tiny_models, "t2v-a14b", sampler="euler", **fields)
+    loaded = pipeline.load(req)
+    assert isinstance(loaded.pipe.scheduler, FlowMatchEulerDiscreteScheduler)
+    assert loaded.pipe.scheduler.config.shift == 5.0
+    steps = []
+    euler = pipeline.generate_frames(loaded, req, 1, None, Timings(), on_step=lambda step, total: steps.append(step))
+    assert steps == [1, 2, 3, 4] and torch.isfinite(euler).all()
+    unipc = frames(request(tiny_models, "t2v-a14b", **fields))
+    assert (euler - unipc).abs().max() > 1e-3
 
 
 def test_a_broken_lora_is_an_invalid_request(tiny_models, tmp_path):

@@ -7,6 +7,9 @@ import pytest
 import yaml
 
 from videogen_operator import crd
+from videogen_operator.job import build_request
+from videogen_operator.models import VideoGenerationSpec
+from videogen_operator.settings import Settings
 
 CRD_FILE = Path(__file__).parents[2] / "crds" / "videogenerations.videogen.io.yaml"
 
@@ -78,3 +81,15 @@ def test_spec_is_immutable_except_suspend(crd_applied, kube_namespace):
     for patch in ('{"spec": {"prompt": "something else"}}', '{"spec": {"video": {"frames": 9}}}'):
         result = k.kubectl("patch", "vg", "frozen", "-n", kube_namespace, "--type=merge", "-p", patch, check=False)
         assert result.returncode != 0 and "immutable" in result.stderr, result.stderr
+
+
+EXAMPLES = sorted((CRD_FILE.parents[1] / "examples").glob("*.yaml"))
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda path: path.stem)
+def test_every_example_is_accepted_and_becomes_a_runner_request(crd_applied, kube_namespace, example):
+    crd_applied.kubectl("apply", "--dry-run=server", "-n", kube_namespace, "-f", str(example))
+    spec = VideoGenerationSpec.model_validate(yaml.safe_load(example.read_text())["spec"])
+    request = build_request(spec, kube_namespace, "example", Settings(runner_image="runner:1", s3_bucket="videos"))
+    assert request.model.preset == spec.model.preset

@@ -23,8 +23,10 @@ def test_generate_final_flags(monkeypatch):
     monkeypatch.delenv("VIDEOGEN_REQUEST", raising=False)
     d = doc("--model_path", "/m", "--task", "t2v-A14B", "--prompt", "p", "--size", "832*480", "--frame_num", "33",
             "--base_seed", "4", "--redis_host", "redis", "--redis_port", "6380", "--s3_bucket", "b",
-            "--s3_endpoint_url", "http://minio:9000", "--output_path", "/out/v.mp4", "--task_id", "t1")
+            "--s3_endpoint_url", "http://minio:9000", "--output_path", "/out/v.mp4", "--task_id", "t1",
+            "--sample_solver", "euler")
     assert d["model"] == {"path": "/m", "preset": "t2v-a14b"}
+    assert d["sampler"] == "euler"
     assert (d["width"], d["height"], d["frames"], d["seed"]) == (832, 480, 33, 4)
     assert d["reporting"]["redis_url"] == "redis://redis:6380/0"
     assert d["output"] == {"path": "/out/v.mp4", "bucket": "b", "endpoint_url": "http://minio:9000"}
