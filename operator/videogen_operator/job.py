@@ -85,10 +85,13 @@ def build_job(body: dict, spec: VideoGenerationSpec, request: GenerationRequest,
         labels[KUEUE_QUEUE_LABEL] = spec.queue_name
 
     # 1. The container: the request as JSON, secrets only as secretKeyRef env vars.
+    #    Compiled kernels (Inductor's, and Triton's for the VAE) go to a writable cache: the root
+    #    filesystem, home included, is read-only.
+    compile_cache = COMPILE_CACHE if settings.compile_cache_claim else f"{SCRATCH}/inductor"
     env = [{"name": "VIDEOGEN_REQUEST", "value": request.model_dump_json(exclude_none=True)},
            {"name": "HF_HUB_OFFLINE", "value": "1"},
-           {"name": "TORCHINDUCTOR_CACHE_DIR",
-            "value": COMPILE_CACHE if settings.compile_cache_claim else f"{SCRATCH}/inductor"}]
+           {"name": "TORCHINDUCTOR_CACHE_DIR", "value": compile_cache},
+           {"name": "TRITON_CACHE_DIR", "value": f"{compile_cache}/triton"}]
     # The operator's default credentials go only to the operator's default endpoints.
     credentials = spec.output.credentials_secret or (
         settings.s3_credentials_secret if spec.output.endpoint_url is None else None)

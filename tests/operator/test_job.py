@@ -111,10 +111,12 @@ def test_a_compile_cache_claim_keeps_compiled_kernels_for_later_pods():
     assert {"name": "compile-cache", "persistentVolumeClaim": {"claimName": "torch-cache"}} in pod["volumes"]
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["TORCHINDUCTOR_CACHE_DIR"] == "/var/cache/videogen/inductor"
+    assert env["TRITON_CACHE_DIR"] == "/var/cache/videogen/inductor/triton"
     mount = {"name": "compile-cache", "mountPath": "/var/cache/videogen/inductor"}
     assert mount in pod["containers"][0]["volumeMounts"]
     default_env = {e["name"]: e.get("value") for e in build()[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert default_env["TORCHINDUCTOR_CACHE_DIR"] == "/tmp/inductor"
+    assert default_env["TRITON_CACHE_DIR"] == "/tmp/inductor/triton"  # never the read-only home
 
 
 def test_default_secrets_go_only_to_the_default_endpoints():
