@@ -175,8 +175,8 @@ def vae_decode_check(pipe, model: str, device) -> dict:
             started = time.perf_counter()
             video = vae.decode(x, return_dict=False)[0]
             torch.cuda.synchronize()
-            videos[name] = export.to_uint8_video((video[0].float().permute(1, 2, 3, 0) + 1) / 2)
             out[name] = {"seconds": round(time.perf_counter() - started, 2)}
+            videos[name] = export.to_uint8_video((video[0].float().permute(1, 2, 3, 0) + 1) / 2)
             if name != "diffusers":
                 out[name]["psnr_vs_diffusers_db"] = round(psnr(videos[name], videos["diffusers"]), 2)
                 out[name]["max_uint8_diff"] = int(np.abs(videos[name].astype(int) - videos["diffusers"]).max())
@@ -245,6 +245,9 @@ def main() -> int:
                         help="save the model there and time loading it from disk against the disk's read rate")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
+    names = [variant.partition(":")[0] for variant in args.variants.split(",")]
+    if "diffusers" in names[1:]:
+        parser.error("run diffusers first: the runner's settings rewire the model in place (compile, VAE)")
 
     # Under torchrun (several GPUs), each rank takes its GPU and the runner splits the sequence.
     device = parallel.init("cuda") if parallel.world_size() > 1 else torch.device(
@@ -267,6 +270,7 @@ def main() -> int:
         request = GenerationRequest(task_id="bench", model={"preset": args.model, "path": "-"}, prompt=PROMPT,
                                     negative_prompt=NEGATIVE, steps=int(steps or args.steps),
                                     acceleration=VARIANTS[name], **size)
+        vae_fp32 = copy.deepcopy(pipe.vae) if VARIANTS[name].get("vae_bf16") else None
         tokens, fl = flops_per_forward(ARCHITECTURES[args.model], request)
         result.update(tokens=tokens, tflop_per_forward=round(fl / 1e12, 1),
                       shape=[request.width, request.height, request.frames])
@@ -279,7 +283,8 @@ def main() -> int:
         if VARIANTS[name].get("step_cache"):
             for transformer in {id(t): t for t in (pipe.transformer, pipe.transformer_2) if t is not None}.values():
                 transformer.disable_cache()
-        pipe.vae.to(torch.float32)  # after vae-bf16
+        if vae_fp32 is not None:  # casting back would keep bf16's rounding
+            pipe.vae = vae_fp32
         result["rows"].append(row)
     if args.load_check:
         result["load"] = load_check(pipe, args.model, args.load_check, device)

@@ -107,7 +107,7 @@ class Acceleration(Model):
     fp8: bool = Field(default=False, description="Opt-in approximation: FP8 linear layers (Hopper or newer).")
     fast_vae: bool = Field(default=True, description="VAE decode with fused kernels, same arithmetic (GPU).")
     fuse_loras: bool = Field(default=True, description="Merge LoRAs into the weights: no per-step LoRA work.")
-    vae_bf16: bool = Field(default=False, description="Opt-in approximation: VAE decode in bfloat16.")
+    vae_bf16: bool = Field(default=False, description="Opt-in approximation: the VAE in bfloat16 (decode, i2v encode).")
 
 
 class Resources(Model):

@@ -10,17 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from diffusers import (
-    AutoencoderKLWan,
-    FlowMatchEulerDiscreteScheduler,
-    UniPCMultistepScheduler,
-    WanImageToVideoPipeline,
-    WanPipeline,
-)
+from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanPipeline
 from diffusers.hooks import FirstBlockCacheConfig, TaylorSeerCacheConfig
 from PIL import Image
 
-from videogen_runner import attention, parallel, vae_decode
+from videogen_runner import attention, parallel, sampling, vae_decode
 from videogen_runner.errors import InvalidRequest
 from videogen_runner.request import GenerationRequest
 from videogen_runner.result import Timings
@@ -69,12 +63,8 @@ def load(request: GenerationRequest) -> LoadedPipeline:
 def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedPipeline:
     """Sampling, LoRAs, placement, and the accelerations the request asks for (exact by default)."""
     acceleration = request.acceleration
-    # 1. Sampling: a flow-matching solver with the request's shift. UniPC is Wan's own; step-distilled
-    #    LoRAs (4 steps) are trained with Euler steps.
-    if request.sampler == "euler":
-        pipe.scheduler = FlowMatchEulerDiscreteScheduler(shift=request.flow_shift)
-    else:
-        pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=request.flow_shift)
+    # 1. Sampling: a flow-matching solver with the request's shift (UniPC, Wan's own, or Euler).
+    pipe.scheduler = sampling.scheduler(pipe.scheduler.config, request)
 
     # 2. LoRAs, into one or both experts.
     load_loras(pipe, request)
@@ -84,7 +74,16 @@ def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedP
     if acceleration.uniform_timesteps and pipe.config.expand_timesteps and isinstance(pipe, WanPipeline):
         pipe.register_to_config(expand_timesteps=False)
 
-    # 4. Placement: offload when asked, else everything on the device (unless already spread).
+    # 4. The VAE decode rewired to move less memory for the same arithmetic (vae_decode.py), and as
+    #    an opt-in approximation, the VAE in bfloat16 (the pipeline casts its inputs to the VAE's
+    #    dtype: the decoded latents, and for image-to-video the encoded image). Before placement,
+    #    so that offload hooks see the final modules.
+    if acceleration.fast_vae and device.type == "cuda":
+        vae_decode.accelerate(pipe.vae)
+    if acceleration.vae_bf16:
+        pipe.vae.to(torch.bfloat16)
+
+    # 5. Placement: offload when asked, else everything on the device (unless already spread).
     if acceleration.offload == "model":
         pipe.enable_model_cpu_offload(device=device)
     elif acceleration.offload == "sequential":
@@ -92,7 +91,7 @@ def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedP
     elif getattr(pipe, "hf_device_map", None) is None:
         pipe.to(device)
 
-    # 5. Attention: the fastest backend verified to run here.
+    # 6. Attention: the fastest backend verified to run here.
     processes = parallel.world_size()
     backend = attention.choose(acceleration.attention_backend, device, pipe.transformer.dtype,
                                pipe.transformer.config.attention_head_dim, processes > 1)
@@ -103,7 +102,7 @@ def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedP
     if processes > 1:  # each process attends over its share of the heads (Ulysses)
         parallel.split_sequence(transformers, processes)
 
-    # 6. Opt-in approximation: a step cache skips transformer work that barely changes between
+    # 7. Opt-in approximation: a step cache skips transformer work that barely changes between
     #    steps (quality gate and speed-ups: bench/RESULTS.md).
     for transformer in transformers:
         if acceleration.step_cache == "first_block":
@@ -112,7 +111,7 @@ def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedP
             transformer.enable_cache(TaylorSeerCacheConfig(cache_interval=5, disable_cache_before_step=3,
                                                            max_order=1, use_lite_mode=True))
 
-    # 7. Opt-in approximation: FP8 matrix products in the transformers' linear layers.
+    # 8. Opt-in approximation: FP8 matrix products in the transformers' linear layers.
     if acceleration.fp8:
         if device.type != "cuda":
             raise InvalidRequest("acceleration.fp8: needs a GPU with FP8 matrix units (Hopper or newer)")
@@ -123,16 +122,10 @@ def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedP
         for transformer in transformers:
             quantize_(transformer, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), filter_fn=in_blocks)
 
-    # 8. Regional compilation: the repeated transformer block compiled once, reused 30-40 times.
+    # 9. Regional compilation: the repeated transformer block compiled once, reused 30-40 times.
     if acceleration.compile and device.type == "cuda":
         for transformer in transformers:  # a step cache's hooks break the graph on purpose
             transformer.compile_repeated_blocks(fullgraph=acceleration.step_cache == "none")
-    # 9. The VAE decode rewired to move less memory for the same arithmetic (vae_decode.py), and
-    #    as an opt-in approximation, in bfloat16 (the pipeline casts the latents to the VAE's dtype).
-    if acceleration.fast_vae and device.type == "cuda":
-        vae_decode.accelerate(pipe.vae)
-    if acceleration.vae_bf16:
-        pipe.vae.to(torch.bfloat16)
     log.info("configured %s on %s: attention %s, compile %s", request.model.preset, device, backend,
              acceleration.compile and device.type == "cuda")
     return LoadedPipeline(pipe=pipe, device=device, attention_backend=backend)
@@ -157,9 +150,11 @@ def load_loras(pipe, request: GenerationRequest) -> None:
     for target, (names, weights) in adapters.items():
         if names:
             getattr(pipe, target).set_adapters(names, weights)
-    # Merged into the weights once, LoRAs cost nothing per step and the compiled blocks stay plain.
-    if request.acceleration.fuse_loras and request.loras:
-        pipe.fuse_lora(components=[target for target, (names, _) in adapters.items() if names])
+    # Merged into the weights once (rounded once to their dtype), LoRAs cost nothing per step and
+    # the compiled blocks stay plain.
+    targets = [target for target, (names, _) in adapters.items() if names]
+    if request.acceleration.fuse_loras and targets:
+        pipe.fuse_lora(components=targets)
         pipe.unload_lora_weights()
 
 

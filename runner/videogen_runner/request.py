@@ -114,7 +114,7 @@ class Acceleration(Strict):
         default=True, description="Merge LoRAs into the weights after loading: no per-step LoRA work.",
     )
     vae_bf16: bool = Field(
-        default=False, description="Opt-in approximation: decode with the VAE in bfloat16 (fp32 is the reference).",
+        default=False, description="Opt-in approximation: the VAE in bfloat16 (decode, and an i2v image's encode).",
     )
     step_cache_threshold: float = Field(
         default=0.05, gt=0.0, le=1.0, description="first_block: relative residual change under which a step is reused."

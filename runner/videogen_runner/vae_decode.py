@@ -13,6 +13,7 @@ changes only where those happen:
 The result matches the stock decode to float rounding (tests/unit/test_vae_decode.py).
 """
 
+import contextlib
 import os
 
 import torch
@@ -55,24 +56,26 @@ def _rms_norm_silu_rows(x_ptr, weight_ptr, out_ptr, rows, channels, eps,
 
 
 class RMSNormSiLU(nn.Module):
-    """WanRMS_norm (channel-first, no bias) followed by SiLU."""
+    """WanRMS_norm (channel-first, no bias) followed by SiLU. Keeps the norm's `gamma` parameter
+    under its name, so state dicts, offload hooks and dtype moves see the same weights."""
 
     def __init__(self, norm: WanRMS_norm):
         super().__init__()
-        self.register_buffer("weight", (norm.gamma.detach() * norm.scale).flatten(), persistent=False)
+        self.gamma, self.scale = norm.gamma, norm.scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.shape[1]
+        weight = self.gamma * self.scale  # (channels, 1, 1, 1)
         if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) and (x.is_cuda or _interpreted()):
             out = torch.empty_like(x)  # same channels-last strides: rows of `channels` values
             rows = x.numel() // channels
             block_c = triton.next_power_of_2(channels)
             block_rows = max(1, 4096 // block_c)
-            _rms_norm_silu_rows[(triton.cdiv(rows, block_rows),)](
-                x, self.weight, out, rows, channels, EPS, BLOCK_ROWS=block_rows, BLOCK_C=block_c
-            )
+            with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():  # launch on x's GPU
+                _rms_norm_silu_rows[(triton.cdiv(rows, block_rows),)](
+                    x, weight.flatten().contiguous(), out, rows, channels, EPS, BLOCK_ROWS=block_rows, BLOCK_C=block_c
+                )
             return out
-        weight = self.weight.view(channels, *[1] * (x.dim() - 2))
         return F.silu(F.normalize(x.float(), dim=1, eps=EPS).to(x.dtype) * weight)
 
 

@@ -51,3 +51,27 @@ def test_the_triton_kernel_computes_norm_then_silu():
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     done = subprocess.run([sys.executable, "-c", KERNEL_CHECK], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_the_rewired_decoder_keeps_every_weight_under_its_name():
+    stock = tiny.vae("ti2v-5b").eval()
+    fast = copy.deepcopy(stock)
+    vae_decode.accelerate(fast)
+    expected, got = stock.state_dict(), fast.state_dict()
+    assert got.keys() == expected.keys()
+    assert all(torch.equal(got[name], expected[name]) for name in expected)
+
+
+def test_offload_hooks_added_after_the_rewiring_serve_the_new_modules():
+    """The runner rewires before placement: CPU offload then moves every weight, the fused norms' too."""
+    from accelerate import cpu_offload
+
+    torch.manual_seed(0)
+    stock = tiny.vae("ti2v-5b").eval()
+    fast = copy.deepcopy(stock)
+    vae_decode.accelerate(fast)
+    cpu_offload(fast, execution_device=torch.device("cpu"))
+    assert fast.decoder.norm_out.gamma.device.type == "meta"  # offloaded: loaded by the hook on use
+    latents = torch.randn(1, tiny.vae_latent_channels("ti2v-5b"), 2, 4, 6)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast.decode(latents).sample, stock.decode(latents).sample, rtol=1e-5, atol=1e-5)
