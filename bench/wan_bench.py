@@ -164,7 +164,7 @@ def vae_decode_check(pipe, model: str, device) -> dict:
              1280 // spatial)
     latents = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
     fast = copy.deepcopy(stock)
-    vae_decode.accelerate(fast)
+    vae_decode.accelerate(fast, use_kernel=vae_decode.kernel_works(device))
     fast_bf16 = copy.deepcopy(fast).to(torch.bfloat16)
     out, videos = {}, {}
     with torch.inference_mode():

@@ -79,7 +79,7 @@ def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedP
     #    dtype: the decoded latents, and for image-to-video the encoded image). Before placement,
     #    so that offload hooks see the final modules.
     if acceleration.fast_vae and device.type == "cuda":
-        vae_decode.accelerate(pipe.vae)
+        vae_decode.accelerate(pipe.vae, use_kernel=vae_decode.kernel_works(device))
     if acceleration.vae_bf16:
         pipe.vae.to(torch.bfloat16)
 

@@ -14,6 +14,7 @@ The result matches the stock decode to float rounding (tests/unit/test_vae_decod
 """
 
 import contextlib
+import logging
 import os
 
 import torch
@@ -24,6 +25,7 @@ from diffusers import AutoencoderKLWan
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanResidualBlock, WanRMS_norm
 from torch import nn
 
+log = logging.getLogger(__name__)
 EPS = 1e-12  # F.normalize's
 
 
@@ -59,14 +61,15 @@ class RMSNormSiLU(nn.Module):
     """WanRMS_norm (channel-first, no bias) followed by SiLU. Keeps the norm's `gamma` parameter
     under its name, so state dicts, offload hooks and dtype moves see the same weights."""
 
-    def __init__(self, norm: WanRMS_norm):
+    def __init__(self, norm: WanRMS_norm, use_kernel: bool):
         super().__init__()
-        self.gamma, self.scale = norm.gamma, norm.scale
+        self.gamma, self.scale, self.use_kernel = norm.gamma, norm.scale, use_kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.shape[1]
         weight = self.gamma * self.scale  # (channels, 1, 1, 1)
-        if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) and (x.is_cuda or _interpreted()):
+        channels_last = x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d)
+        if self.use_kernel and channels_last and (x.is_cuda or _interpreted()):
             out = torch.empty_like(x)  # same channels-last strides: rows of `channels` values
             rows = x.numel() // channels
             block_c = triton.next_power_of_2(channels)
@@ -84,8 +87,25 @@ def _interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def accelerate(vae: AutoencoderKLWan) -> None:
-    """Rewires the decoder in place (idempotent)."""
+def kernel_works(device: torch.device) -> bool:
+    """Whether the Triton kernel runs on `device` and agrees with PyTorch. At first use Triton
+    builds a launcher with the C compiler into its cache, which a pod may lack; the norms then
+    stay in PyTorch rather than failing the video after the denoising."""
+    if device.type != "cuda" and not _interpreted():
+        return False
+    try:
+        norm = WanRMS_norm(96, images=False).to(device)  # 96 channels: not a power of two
+        with torch.no_grad():
+            norm.gamma.uniform_(0.5, 1.5)
+        x = torch.randn(1, 96, 2, 3, 5, device=device).contiguous(memory_format=torch.channels_last_3d)
+        return torch.allclose(RMSNormSiLU(norm, use_kernel=True)(x), F.silu(norm(x)), rtol=1e-4, atol=1e-5)
+    except Exception as e:  # noqa: BLE001 - any failure means: do not use it
+        log.warning("VAE decode: the fused Triton kernel does not run here (%s); norms stay in PyTorch", e)
+        return False
+
+
+def accelerate(vae: AutoencoderKLWan, use_kernel: bool) -> None:
+    """Rewires the decoder in place (idempotent); `use_kernel`: see kernel_works()."""
     decoder = vae.decoder
     # Norms followed by SiLU: the residual blocks' two, and the decoder's output head.
     blocks = [(m, ("norm1", "norm2")) for m in decoder.modules() if isinstance(m, WanResidualBlock)]
@@ -93,7 +113,7 @@ def accelerate(vae: AutoencoderKLWan) -> None:
         norms = [getattr(module, name) for name in names]
         if all(isinstance(n, WanRMS_norm) and n.channel_first and not torch.is_tensor(n.bias) for n in norms):
             for name, norm in zip(names, norms, strict=True):
-                setattr(module, name, RMSNormSiLU(norm))
+                setattr(module, name, RMSNormSiLU(norm, use_kernel))
             module.nonlinearity = nn.Identity()
     for module in [vae.post_quant_conv, *decoder.modules()]:
         if isinstance(module, WanCausalConv3d):

@@ -16,8 +16,8 @@ def test_accelerated_decode_matches_the_stock_decode(family):
     torch.manual_seed(0)
     stock = tiny.vae(family).eval()
     fast = copy.deepcopy(stock)
-    vae_decode.accelerate(fast)
-    vae_decode.accelerate(fast)  # idempotent
+    vae_decode.accelerate(fast, use_kernel=True)
+    vae_decode.accelerate(fast, use_kernel=True)  # idempotent
     # 3 latent frames: the first chunk (zeros before it), the second (one cached frame), the third (two).
     latents = torch.randn(1, tiny.vae_latent_channels(family), 3, 4, 6)
     with torch.inference_mode():
@@ -36,7 +36,8 @@ from videogen_runner import tiny, vae_decode
 norm = tiny.vae("ti2v-5b").decoder.norm_out
 with torch.no_grad():
     norm.gamma.normal_()
-fused = vae_decode.RMSNormSiLU(norm)
+assert vae_decode.kernel_works(torch.device("cpu"))
+fused = vae_decode.RMSNormSiLU(norm, use_kernel=True)
 for channels_last in (True, False):  # the Triton kernel, then the eager fallback
     x = torch.randn(2, norm.gamma.shape[0], 3, 4, 5) * 3
     if channels_last:
@@ -56,7 +57,7 @@ def test_the_triton_kernel_computes_norm_then_silu():
 def test_the_rewired_decoder_keeps_every_weight_under_its_name():
     stock = tiny.vae("ti2v-5b").eval()
     fast = copy.deepcopy(stock)
-    vae_decode.accelerate(fast)
+    vae_decode.accelerate(fast, use_kernel=True)
     expected, got = stock.state_dict(), fast.state_dict()
     assert got.keys() == expected.keys()
     assert all(torch.equal(got[name], expected[name]) for name in expected)
@@ -69,9 +70,22 @@ def test_offload_hooks_added_after_the_rewiring_serve_the_new_modules():
     torch.manual_seed(0)
     stock = tiny.vae("ti2v-5b").eval()
     fast = copy.deepcopy(stock)
-    vae_decode.accelerate(fast)
+    vae_decode.accelerate(fast, use_kernel=True)
     cpu_offload(fast, execution_device=torch.device("cpu"))
     assert fast.decoder.norm_out.gamma.device.type == "meta"  # offloaded: loaded by the hook on use
     latents = torch.randn(1, tiny.vae_latent_channels("ti2v-5b"), 2, 4, 6)
     with torch.inference_mode():
         torch.testing.assert_close(fast.decode(latents).sample, stock.decode(latents).sample, rtol=1e-5, atol=1e-5)
+
+
+def test_a_kernel_that_cannot_run_leaves_the_norms_in_pytorch(monkeypatch, caplog):
+    assert not vae_decode.kernel_works(torch.device("cpu"))  # no GPU, no interpreter
+
+    class Unbuildable:  # what a pod without a C compiler gets from Triton
+        def __getitem__(self, grid):
+            raise RuntimeError("Failed to find C compiler")
+
+    monkeypatch.setattr(vae_decode, "_interpreted", lambda: True)
+    monkeypatch.setattr(vae_decode, "_rms_norm_silu_rows", Unbuildable())
+    assert not vae_decode.kernel_works(torch.device("cpu"))
+    assert "C compiler" in caplog.text
