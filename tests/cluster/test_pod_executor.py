@@ -10,9 +10,10 @@ pytestmark = pytest.mark.cluster
 
 
 def job(name: str, script: str, *, gpus: int = 0, backoff_limit: int = 0,
-        volumes: list | None = None, mounts: list | None = None, env: list | None = None) -> str:
+        volumes: list | None = None, mounts: list | None = None, env: list | None = None,
+        security: dict | None = None) -> str:
     container = {"name": "main", "image": "ignored.local/busybox", "command": ["sh", "-c", script],
-                 "env": env or [], "volumeMounts": mounts or []}
+                 "env": env or [], "volumeMounts": mounts or [], "securityContext": security or {}}
     if gpus:
         container["resources"] = {"limits": {"nvidia.com/gpu": gpus}}
     return json.dumps({
@@ -137,3 +138,19 @@ def test_init_container_secret_env_and_restart_in_place(kube_cluster, pod_execut
     assert status["state"]["terminated"]["message"] == "prepared s3cret\n"
     [init] = done["status"]["initContainerStatuses"]
     assert init["state"]["terminated"]["reason"] == "Completed"
+
+
+def test_a_read_only_root_filesystem_leaves_home_unwritable(kube_cluster, pod_executor, kube_namespace):
+    """Unless HOME points at a writable volume, as a pod with a read-only root would need."""
+    script = 'mkdir -p "$HOME/.cache/x" && echo wrote > /dev/termination-log'
+    read_only = {"readOnlyRootFilesystem": True}
+    kube_cluster.kubectl("-n", kube_namespace, "apply", "-f", "-",
+                         input=job("home-on-root", script, security=read_only))
+    kube_cluster.kubectl("-n", kube_namespace, "apply", "-f", "-", input=job(
+        "home-on-volume", script, security=read_only, env=[{"name": "HOME", "value": "/scratch"}],
+        volumes=[{"name": "scratch", "emptyDir": {}}], mounts=[{"name": "scratch", "mountPath": "/scratch"}]))
+    kube_cluster.kubectl("-n", kube_namespace, "wait", "--for=condition=Failed", "--timeout=60s", "job/home-on-root")
+    kube_cluster.kubectl("-n", kube_namespace, "wait", "--for=condition=Complete", "--timeout=60s",
+                         "job/home-on-volume")
+    [pod] = pods(kube_cluster, kube_namespace, "home-on-root")
+    assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] != 0

@@ -14,8 +14,10 @@ Model and limits:
   the containers together, each in its own process group, stdout+stderr to
   ``<workdir>/<namespace>/<pod>-<uid prefix>/<container>.log`` (see ``log()``; ``kubectl logs`` and
   ``exec`` have no kubelet to talk to). Unless ``restartPolicy`` is Never, a failed container
-  restarts in place after 1 s (Always is treated as OnFailure). Probes, resource limits,
-  securityContext (processes run as the test's user), read-only mounts, pod
+  restarts in place after 1 s (Always is treated as OnFailure). Of securityContext, only
+  ``readOnlyRootFilesystem`` is emulated, for the home folder: ``HOME`` is a file, so creating
+  anything under it fails even for root (where a real pod's home is read-only). Probes, resource
+  limits, the rest of securityContext (processes run as the test's user), read-only mounts, pod
   ``activeDeadlineSeconds`` and networking are not emulated (``podIP`` is 127.0.0.1).
 * Environment. ``PATH``, ``HOME``, ``LANG`` of the test process, ``HOSTNAME`` = pod name,
   ``extra_env`` (set by tests), then the container's ``envFrom`` and ``env``: ``value``,
@@ -393,8 +395,12 @@ class _PodRun:
                 local.mkdir(parents=True)
             mounts[mount["mountPath"]] = local
         rewrite = path_rewriter(mounts)
+        home = os.environ.get("HOME", "/")
+        if container.get("securityContext", {}).get("readOnlyRootFilesystem"):
+            home = self.dir / f"{name}.read-only-home"
+            home.write_text("readOnlyRootFilesystem: nothing can be created under this HOME\n")
         env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-               "HOME": os.environ.get("HOME", "/"), "LANG": os.environ.get("LANG", "C.UTF-8"),
+               "HOME": str(home), "LANG": os.environ.get("LANG", "C.UTF-8"),
                "HOSTNAME": self.name, **self.executor.extra_env}
         env.update({k: rewrite(v) for k, v in self._env(container).items()})
         env["TERMINATION_MESSAGE_PATH"] = str(message_file)
