@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+from safetensors.torch import save_file
 from transformers import UMT5Config, UMT5EncoderModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runner"))
@@ -65,7 +66,11 @@ VARIANTS = {
     "vae-bf16": dict(vae_bf16=True),
     # All opt-in approximations at once (FP8 stays in the transformers: run it last).
     "approximate": dict(fp8=True, step_cache="taylorseer", vae_bf16=True),
+    # A 4-step distillation LoRA's settings, with the random LoRA of --lora-rank (merged at load:
+    # the LoRA stays in the weights, so run it last). Speed only: random weights have no quality.
+    "distilled": dict(),
 }
+DISTILLED = dict(sampler="euler", steps=4, guidance_scale=1.0, flow_shift=5.0)
 
 
 def matmul_tflops() -> float:
@@ -125,10 +130,39 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
 
 
+def random_lora(transformer, rank: int) -> Path:
+    """A LoRA of `rank` on every attention and feed-forward projection of `transformer`, in Wan's
+    own key layout (as lightx2v's distillation LoRAs ship), with small random weights."""
+    wan_names = {"attn1": "self_attn", "attn2": "cross_attn", "to_q": "q", "to_k": "k", "to_v": "v",
+                 "to_out.0": "o", "ffn.net.0.proj": "ffn.0", "ffn.net.2": "ffn.2"}
+    tensors = {}
+    for i, block in enumerate(transformer.blocks):
+        for attention in ("attn1", "attn2"):
+            for projection in ("to_q", "to_k", "to_v", "to_out.0"):
+                linear = block.get_submodule(f"{attention}.{projection}")
+                stem = f"diffusion_model.blocks.{i}.{wan_names[attention]}.{wan_names[projection]}"
+                tensors.update(lora_pair(stem, linear, rank))
+        for projection in ("ffn.net.0.proj", "ffn.net.2"):
+            tensors.update(lora_pair(f"diffusion_model.blocks.{i}.{wan_names[projection]}",
+                                     block.get_submodule(projection), rank))
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-lora-r{rank}.safetensors"
+    save_file(tensors, path)
+    return path
+
+
+def lora_pair(stem: str, linear: torch.nn.Linear, rank: int) -> dict:
+    down = torch.randn(rank, linear.in_features, dtype=torch.bfloat16) / linear.in_features**0.5
+    up = torch.randn(linear.out_features, rank, dtype=torch.bfloat16) * 1e-3
+    return {f"{stem}.lora_down.weight": down, f"{stem}.lora_up.weight": up,
+            f"{stem}.alpha": torch.tensor(float(rank))}
+
+
 def run_variant(pipe, name: str, request: GenerationRequest, device, fl: float) -> tuple[dict, np.ndarray]:
     """One video through the runner's path, to uint8 frames on the host (what export encodes);
     per-step times from the step callback."""
+    started = time.perf_counter()
     loaded = pipeline.configure(pipe, request, device)
+    configure_s = time.perf_counter() - started
     stamps = []
     timings = Timings()
     if device.type == "cuda":
@@ -143,11 +177,13 @@ def run_variant(pipe, name: str, request: GenerationRequest, device, fl: float) 
     steps = [b - a for a, b in zip([started + timings.encode] + stamps, stamps)]
     step_s = statistics.median(steps[1:]) if len(steps) > 1 else steps[0]
     row = {"variant": name, "attention": loaded.attention_backend, "steps": request.steps,
+           "configure_s": round(configure_s, 2),
            "step_s": round(step_s, 3), "first_step_s": round(steps[0], 2), "encode_s": timings.encode,
            "decode_s": timings.decode, "video_s": round(total, 2),
            "frames_shape": list(frames.shape), "frames_finite": bool(torch.isfinite(frames).all())}
     if device.type == "cuda":
-        row["tflops"] = round(2 * fl / step_s / 1e12, 1)  # CFG: two forwards per step
+        forwards = 2 if request.guidance_scale > 1.0 else 1  # CFG: two forwards per step
+        row["tflops"] = round(forwards * fl / step_s / 1e12, 1)
         row["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
     if parallel.is_main():
         print(json.dumps(row), flush=True)
@@ -239,6 +275,7 @@ def main() -> int:
     parser.add_argument("--variants", default="diffusers,runner-nocompile,runner",
                         help="comma-separated NAME[:STEPS]; a repeated name runs again in the same process (warm)")
     parser.add_argument("--tiny", action="store_true", help="tiny model on any device: checks the script")
+    parser.add_argument("--lora-rank", type=int, default=64, help="rank of the distilled variant's random LoRA")
     parser.add_argument("--vae-check", action="store_true",
                         help="time diffusers' VAE decode against the runner's, fp32 and bf16")
     parser.add_argument("--load-check", type=Path, metavar="FOLDER",
@@ -267,9 +304,15 @@ def main() -> int:
     exact = {}  # steps → frames of the exact runner video, the reference of the approximations
     for variant in args.variants.split(","):
         name, _, steps = variant.partition(":")
+        fields = dict(steps=int(steps or args.steps), **size)
+        if name == "distilled":
+            fields.update(DISTILLED, loras=[{"path": str(random_lora(pipe.transformer, args.lora_rank)),
+                                             "experts": "high_noise" if "boundary_ratio" in ARCHITECTURES[
+                                                 args.model]["pipe"] else "both"}])
+            if "boundary_ratio" in ARCHITECTURES[args.model]["pipe"]:
+                fields["guidance_scale_2"] = 1.0
         request = GenerationRequest(task_id="bench", model={"preset": args.model, "path": "-"}, prompt=PROMPT,
-                                    negative_prompt=NEGATIVE, steps=int(steps or args.steps),
-                                    acceleration=VARIANTS[name], **size)
+                                    negative_prompt=NEGATIVE, acceleration=VARIANTS[name], **fields)
         vae_fp32 = copy.deepcopy(pipe.vae) if VARIANTS[name].get("vae_bf16") else None
         tokens, fl = flops_per_forward(ARCHITECTURES[args.model], request)
         result.update(tokens=tokens, tflop_per_forward=round(fl / 1e12, 1),
@@ -296,9 +339,11 @@ def main() -> int:
     (Path(args.out) / f"bench_{args.model}{suffix}.json").write_text(json.dumps(result, indent=1))
     print(f"\n{result['model']} {result['shape']} on {result['gpus']}× {result['device']}, {result['tokens']} tokens, "
           f"{result['tflop_per_forward']} TFLOP/forward, matmul {result.get('matmul_tflops')} TFLOP/s")
-    print("| variant | attention | steps | s/step | TFLOP/s | first step | encode | decode | video | peak GiB | PSNR |")
+    print("| variant | attention | configure | steps | s/step | TFLOP/s | first step | encode | decode | video | "
+          "peak GiB | PSNR |")
     for r in result["rows"]:
-        print(f"| {r['variant']} | {r['attention']} | {r['steps']} | {r['step_s']} | {r.get('tflops')} | "
+        print(f"| {r['variant']} | {r['attention']} | {r['configure_s']} | {r['steps']} | {r['step_s']} | "
+              f"{r.get('tflops')} | "
               f"{r['first_step_s']} | {r['encode_s']} | {r['decode_s']} | {r['video_s']} | {r.get('peak_gib')} | "
               f"{r.get('psnr_vs_exact_db', '')} |")
     return 0
