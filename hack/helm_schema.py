@@ -16,6 +16,8 @@ import yaml
 CHART = Path(__file__).resolve().parents[1] / "helm" / "videogen"
 FREE_FORM = {"resources", "nodeSelector", "affinity", "podLabels", "podAnnotations", "annotations"}
 ENUMS = {"pullPolicy": ["Always", "IfNotPresent", "Never"], "logLevel": ["DEBUG", "INFO", "WARNING", "ERROR"]}
+# kopf runs standalone (no peering): a second replica would handle every resource a second time.
+BOUNDS = {"replicas": {"minimum": 0, "maximum": 1}}
 
 
 def schema_of(key: str, value) -> dict:
@@ -26,7 +28,7 @@ def schema_of(key: str, value) -> dict:
     if isinstance(value, bool):
         return {"type": "boolean"}
     if isinstance(value, int):
-        return {"type": "integer", "minimum": 0}
+        return {"type": "integer", **BOUNDS.get(key, {"minimum": 0})}
     if isinstance(value, float):
         return {"type": "number", "minimum": 0}
     if isinstance(value, str):

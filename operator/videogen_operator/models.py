@@ -27,7 +27,10 @@ def rule(expression: str, message: str, field_path: str | None = None, reason: s
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    # Unknown fields are the API server's to refuse (the CRD's structural schema prunes them, and
+    # kubectl's strict field validation reports them). Ignoring them here keeps an operator that
+    # is older than its CRD (the CRD upgraded first, as Helm does) working on newer resources.
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
 
 class SecretKey(Model):

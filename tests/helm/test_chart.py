@@ -44,9 +44,17 @@ def test_a_misspelt_value_fails(kube_bin):
     assert result.returncode != 0 and "replica" in result.stderr
 
 
+def test_two_operator_replicas_are_refused(kube_bin):
+    """No leader election: two replicas would both handle every resource."""
+    result = helm(kube_bin, "template", "vg", str(CHART), "--kube-version", KUBE_VERSION,
+                  "--set", "operator.replicas=2", check=False)
+    assert result.returncode != 0 and "replicas" in result.stderr
+
+
 def test_defaults_watch_the_cluster_and_keep_the_crd(kube_bin):
     docs = {d["kind"]: d for d in render(kube_bin)}
-    assert docs["CustomResourceDefinition"]["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert docs["CustomResourceDefinition"]["metadata"]["annotations"] == {
+        "helm.sh/resource-policy": "keep", "argocd.argoproj.io/sync-options": "Delete=false,Prune=false"}
     assert "ClusterRole" in docs and "Role" not in docs
     container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}

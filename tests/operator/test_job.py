@@ -123,3 +123,9 @@ def test_default_secrets_go_only_to_the_default_endpoints():
     job, _ = build(output={"endpointUrl": "http://elsewhere:9000"}, reporting={"redisUrl": "redis://elsewhere:6379/0"})
     names = {e["name"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert "AWS_SECRET_ACCESS_KEY" not in names and "REDIS_PASSWORD" not in names
+
+
+def test_an_operator_older_than_its_crd_ignores_fields_it_does_not_know():
+    """Helm upgrades the CRD before the operator's pod rolls: a new field must not fail resources."""
+    _, request = build(acceleration={"someFutureFlag": True}, sampling={"steps": 12, "futureSolverOption": 3})
+    assert request.steps == 12
