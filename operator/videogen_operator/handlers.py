@@ -38,7 +38,7 @@ def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
     settings.watching.client_timeout = 330
     memo.reconciler = Reconciler(config)
     memo.health = WatchHealth()
-    memo.threads = [Resync(memo.reconciler, memo.health, config.namespaces)]
+    memo.threads = [Resync(memo.reconciler, memo.health, config.namespaces, config.resync_seconds)]
     if memo.reconciler.redis is not None:
         memo.threads.append(ProgressSubscriber(memo.reconciler))
     for thread in memo.threads:

@@ -154,8 +154,9 @@ class Reconciler:
                 selector = f"batch.kubernetes.io/controller-uid={job['metadata']['uid']}"
                 pods = self.api_client.sanitize_for_serialization(
                     self.core.list_namespaced_pod(namespace, label_selector=selector))["items"]
+            failure = self.creation_failure(namespace, job) if job is not None and not pods else None
             status = compute_status(spec, body["metadata"]["generation"], old, job, pods,
-                                    self.progress(task), now())
+                                    self.progress(task), now(), failure)
             if status["phase"] in TERMINAL:
                 self.tasks.pop(task, None)
             if _without_times(status) == _without_times(old):
@@ -164,6 +165,19 @@ class Reconciler:
                                                               {"status": status})
             if status["phase"] != old.get("phase"):
                 self.transition(body, old.get("phase"), status)
+
+    def creation_failure(self, namespace: str, job: dict) -> str | None:
+        """The Job controller's latest FailedCreate warning for this Job (a quota, an admission
+        policy refused the pod), which the Job's own status does not carry."""
+        selector = f"involvedObject.uid={job['metadata']['uid']},reason=FailedCreate"
+        try:
+            events = self.core.list_namespaced_event(namespace, field_selector=selector).items
+        except kubernetes.client.ApiException as e:
+            log.warning("events of job %s unavailable: %s", job["metadata"]["name"], e.reason)
+            return None
+        latest = max(events, default=None,
+                     key=lambda e: str(e.last_timestamp or e.event_time or e.metadata.creation_timestamp or ""))
+        return latest.message if latest is not None else None
 
     def fail_invalid(self, body: dict, message: str) -> None:
         meta = body["metadata"]
@@ -193,7 +207,7 @@ class Reconciler:
         if status["phase"] == "Succeeded" and status.get("output", {}).get("timings"):
             metrics.GENERATION_SECONDS.observe(status["output"]["timings"]["total"])
         kind = "Warning" if status["phase"] == "Failed" or status["reason"] in (
-            "Unschedulable", "ErrImagePull", "ImagePullBackOff", "Retrying") else "Normal"
+            "Unschedulable", "FailedCreate", "ErrImagePull", "ImagePullBackOff", "Retrying") else "Normal"
         self.event(body, kind, status["reason"], f"{old_phase or 'New'} → {status['phase']}: {status['message']}")
 
     def event(self, body: dict, kind: str, reason: str, message: str) -> None:

@@ -33,5 +33,6 @@ class Settings(BaseSettings):
         "most of the compilation (bench/RESULTS.md: 12.8 s → 4.8 s for TI2V-5B).")
     termination_grace_seconds: int = 60
     progress_interval_seconds: float = Field(default=2.0, description="At most one progress patch per this.")
+    resync_seconds: float = Field(default=60.0, gt=0, description="Every unfinished resource is refreshed this often.")
     metrics_port: int = 8080
     health_port: int = 8081

@@ -8,9 +8,11 @@ from pydantic import ValidationError
 from videogen_operator.models import VideoGenerationSpec
 from videogen_runner.result import RunResult
 
-CONDITION_TYPES = ("Ready", "Queued", "Running", "Succeeded", "Failed", "Suspended")
+# Stalled is kstatus' word for "will not progress": Flux's health checks (and kstatus users) see a
+# failure through it, where Ready=False alone reads as still in progress.
+CONDITION_TYPES = ("Ready", "Queued", "Running", "Succeeded", "Failed", "Suspended", "Stalled")
 PHASE_OF_CONDITION = {"Ready": "Succeeded", "Queued": "Queued", "Running": "Running", "Succeeded": "Succeeded",
-                      "Failed": "Failed", "Suspended": "Suspended"}
+                      "Failed": "Failed", "Suspended": "Suspended", "Stalled": "Failed"}
 WAITING_PROBLEMS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
                     "CreateContainerError"}
 TERMINAL = {"Succeeded", "Failed"}
@@ -62,8 +64,10 @@ def output_status(result: RunResult) -> dict:
             "timings": result.timings.model_dump()}
 
 
-def phase_of(spec: VideoGenerationSpec, job: dict | None, pods: list[dict]) -> tuple[str, str, str]:
-    """(phase, reason, message) from the Job and its pods."""
+def phase_of(spec: VideoGenerationSpec, job: dict | None, pods: list[dict],
+             creation_failure: str | None = None) -> tuple[str, str, str]:
+    """(phase, reason, message) from the Job, its pods, and the Job controller's latest complaint
+    that it could not create a pod (a quota, an admission policy)."""
     if job is None:
         if spec.suspend:
             return "Suspended", "Suspended", "spec.suspend is true"
@@ -85,6 +89,8 @@ def phase_of(spec: VideoGenerationSpec, job: dict | None, pods: list[dict]) -> t
             return "Suspended", "Suspended", "spec.suspend is true"
         return "Queued", "WaitingForAdmission", f"waiting for Kueue to admit it from queue {spec.queue_name}"
     pod = newest(pods)
+    if pod is None and creation_failure:
+        return "Pending", "FailedCreate", creation_failure
     if pod is None or pod.get("metadata", {}).get("deletionTimestamp"):
         return "Pending", "Starting", "waiting for the runner's pod"
     status = pod.get("status", {})
@@ -106,11 +112,11 @@ def phase_of(spec: VideoGenerationSpec, job: dict | None, pods: list[dict]) -> t
 
 
 def compute_status(spec: VideoGenerationSpec, generation: int, old: dict, job: dict | None, pods: list[dict],
-                   progress: dict | None, now: str) -> dict:
+                   progress: dict | None, now: str, creation_failure: str | None = None) -> dict:
     """The whole status subresource for these observations."""
     if old.get("phase") in TERMINAL and job is None:
         return old  # the finished Job was cleaned up (TTL): the outcome stays
-    phase, reason, message = phase_of(spec, job, pods)
+    phase, reason, message = phase_of(spec, job, pods, creation_failure)
     status = {"phase": phase, "reason": reason, "message": message[:2000], "observedGeneration": generation}
     if job is not None:
         job_status = job.get("status", {})

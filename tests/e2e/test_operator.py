@@ -34,6 +34,7 @@ def operator(kube_cluster, pod_executor, redis_server, s3_server, tmp_path_facto
            "VIDEOGEN_S3_ENDPOINT_URL": s3_server.endpoint, "VIDEOGEN_S3_REGION": "us-east-1",
            "VIDEOGEN_S3_BUCKET": BUCKET, "VIDEOGEN_S3_CREDENTIALS_SECRET": "s3-credentials",
            "VIDEOGEN_REDIS_URL": redis_server.url, "VIDEOGEN_PROGRESS_INTERVAL_SECONDS": "0",
+           "VIDEOGEN_RESYNC_SECONDS": "5",
            "VIDEOGEN_ALLOWED_HOST_PATHS": json.dumps([tempfile.gettempdir()]),
            "VIDEOGEN_METRICS_PORT": str(free_port()), "VIDEOGEN_HEALTH_PORT": str(free_port())}
     health = f"http://127.0.0.1:{env['VIDEOGEN_HEALTH_PORT']}/healthz"
@@ -169,6 +170,17 @@ def test_unschedulable_pods_show_in_status(operator, namespace, tiny_models):
                "Unschedulable status")
     status = status_of(operator.cluster, namespace, "too-big")
     assert status["phase"] == "Pending" and "nvidia.com/gpu" in status["message"]
+
+
+def test_a_pod_refused_by_a_quota_shows_in_status(operator, namespace, tiny_models):
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-pods"},
+             "spec": {"hard": {"pods": "0"}}}
+    apply(operator.cluster, namespace, quota)
+    apply(operator.cluster, namespace, tiny_manifest(tiny_models, "over-quota"))
+    wait_until(lambda: status_of(operator.cluster, namespace, "over-quota").get("reason") == "FailedCreate", 60,
+               "FailedCreate status")
+    status = status_of(operator.cluster, namespace, "over-quota")
+    assert status["phase"] == "Pending" and "quota" in status["message"]
 
 
 def test_suspend_stops_and_resume_finishes(operator, namespace, tiny_models, redis_client):

@@ -85,7 +85,7 @@ def test_installs_and_grants_the_operator_exactly_what_it_needs(kube_apiserver, 
     assert k.kubectl("get", "crd", "videogenerations.videogen.io").returncode == 0
     account = f"system:serviceaccount:{kube_namespace}:vg-videogen"
     allowed = [("create", "jobs.batch"), ("patch", "videogenerations.videogen.io/status"), ("watch", "pods"),
-               ("list", "videogenerations.videogen.io"), ("create", "events")]
+               ("list", "videogenerations.videogen.io"), ("create", "events"), ("list", "events")]
     for verb, resource in allowed:
         answer = k.kubectl("auth", "can-i", verb, resource, "--as", account, "-n", "default", check=False).stdout
         assert answer.strip() == "yes", (verb, resource)

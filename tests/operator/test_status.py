@@ -1,7 +1,7 @@
 """Status as a pure function of the Job, its pods and Redis' progress."""
 
 from videogen_operator.models import VideoGenerationSpec
-from videogen_operator.status import compute_status, progress_from_redis
+from videogen_operator.status import CONDITION_TYPES, compute_status, progress_from_redis
 from videogen_runner.result import RunResult, Timings, VideoOutput
 
 SPEC = VideoGenerationSpec.model_validate({"model": {"preset": "ti2v-5b", "hostPath": "/m"}, "prompt": "p"})
@@ -23,8 +23,8 @@ def terminated(result: RunResult):
     return {"terminated": {"exitCode": result.exit_code, "message": result.termination_message()}}
 
 
-def status(job_=None, pods=(), progress=None, old=None, spec=SPEC):
-    return compute_status(spec, 1, old or {}, job_, list(pods), progress, NOW)
+def status(job_=None, pods=(), progress=None, old=None, spec=SPEC, creation_failure=None):
+    return compute_status(spec, 1, old or {}, job_, list(pods), progress, NOW, creation_failure)
 
 
 def test_no_job_yet_is_pending():
@@ -32,7 +32,7 @@ def test_no_job_yet_is_pending():
     assert (s["phase"], s["reason"]) == ("Pending", "Creating")
     assert {c["type"]: c["status"] for c in s["conditions"]} == {
         "Ready": "False", "Queued": "False", "Running": "False", "Succeeded": "False", "Failed": "False",
-        "Suspended": "False"}
+        "Suspended": "False", "Stalled": "False"}
 
 
 def test_running_shows_progress_from_redis():
@@ -99,7 +99,7 @@ def test_suspended_and_queued():
 def test_transition_time_moves_only_when_a_condition_flips():
     first = status(job(active=1), [pod("Running")])
     later = compute_status(SPEC, 1, first, job(active=1), [pod("Running")], None, "2026-11-26T11:00:00Z")
-    assert [c["lastTransitionTime"] for c in later["conditions"]] == [NOW] * 6
+    assert [c["lastTransitionTime"] for c in later["conditions"]] == [NOW] * len(CONDITION_TYPES)
     done = compute_status(SPEC, 1, later, job([("Complete", {})]), [pod("Succeeded")], None, "2026-11-26T12:00:00Z")
     times = {c["type"]: c["lastTransitionTime"] for c in done["conditions"]}
     assert times["Succeeded"] == times["Running"] == "2026-11-26T12:00:00Z" and times["Queued"] == NOW
@@ -131,3 +131,19 @@ def test_suspended_without_a_job_is_suspended():
     suspended = VideoGenerationSpec.model_validate({**SPEC.model_dump(by_alias=True), "suspend": True,
                                                     "queueName": "gpus"})
     assert status(None, spec=suspended)["phase"] == "Suspended"
+
+
+def test_a_failure_is_stalled_for_kstatus_readers():
+    s = status(job([("Failed", {"reason": "BackoffLimitExceeded", "message": "too many"})], failed=3))
+    conditions = {c["type"]: c for c in s["conditions"]}
+    assert conditions["Stalled"]["status"] == "True" and conditions["Stalled"]["reason"] == "BackoffLimitExceeded"
+    assert conditions["Ready"]["status"] == "False"
+    assert {c["type"]: c["status"] for c in status(job(active=1), [pod("Running")])["conditions"]}["Stalled"] == "False"
+
+
+def test_a_pod_the_job_cannot_create_shows_why():
+    quota = 'pods "videogen-x-abcde" is forbidden: exceeded quota: gpu, requested: requests.nvidia.com/gpu=1'
+    s = status(job(active=0), creation_failure=quota)
+    assert (s["phase"], s["reason"], s["message"]) == ("Pending", "FailedCreate", quota)
+    # Once a pod exists, its own state wins over an older complaint.
+    assert status(job(active=1), [pod("Running")], creation_failure=quota)["reason"] == "Generating"
