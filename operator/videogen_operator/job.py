@@ -107,9 +107,9 @@ def build_job(body: dict, spec: VideoGenerationSpec, request: GenerationRequest,
     limits = {}
     if spec.resources.gpus:
         limits[spec.resources.gpu_resource] = str(spec.resources.gpus)
-    for resource in ("cpu", "memory"):
-        if getattr(spec.resources, resource):
-            limits[resource] = getattr(spec.resources, resource)
+    for resource in ("cpu", "memory"):  # the resource's own, else the operator's default
+        if amount := getattr(spec.resources, resource) or getattr(settings, f"default_{resource}"):
+            limits[resource] = amount
     container = {
         "name": "runner",
         "image": spec.runner_image or settings.runner_image,

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     job_ttl_seconds: int = Field(default=24 * 3600, description="Default ttlSecondsAfterFinished of Jobs.")
     deadline_seconds: int | None = Field(default=None, description="Default activeDeadlineSeconds.")
     scratch_size: str = Field(default="32Gi", description="Size limit of the pod's writable /tmp.")
+    default_cpu: str | None = Field(default=None, description="CPU of runner pods whose resource sets none.")
+    default_memory: str | None = Field(default=None, description="Memory of runner pods whose resource sets none.")
     compile_cache_claim: str | None = Field(
         default=None, description="PVC (in each resource's namespace) for torch.compile's cache: later pods skip "
         "most of the compilation (bench/RESULTS.md: 12.8 s → 4.8 s for TI2V-5B).")

@@ -129,3 +129,14 @@ def test_an_operator_older_than_its_crd_ignores_fields_it_does_not_know():
     """Helm upgrades the CRD before the operator's pod rolls: a new field must not fail resources."""
     _, request = build(acceleration={"someFutureFlag": True}, sampling={"steps": 12, "futureSolverOption": 3})
     assert request.steps == 12
+
+
+def test_pods_without_cpu_or_memory_get_the_operators_defaults():
+    settings = SETTINGS.model_copy(update={"default_cpu": "8", "default_memory": "96Gi"})
+    b = body(resources={"gpus": 1, "memory": "120Gi"})
+    parsed = VideoGenerationSpec.model_validate(b["spec"])
+    container = build_job(b, parsed, build_request(parsed, "team-a", "fox", settings), settings)[
+        "spec"]["template"]["spec"]["containers"][0]
+    # The resource's own memory wins; the default CPU fills the gap: requests = limits (Guaranteed).
+    assert container["resources"]["limits"] == {"nvidia.com/gpu": "1", "cpu": "8", "memory": "120Gi"}
+    assert container["resources"]["requests"] == container["resources"]["limits"]
