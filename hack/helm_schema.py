@@ -34,7 +34,7 @@ def schema_of(key: str, value) -> dict:
     if isinstance(value, str):
         return {"type": "string"}
     if isinstance(value, list):
-        strings = key in ("watchNamespaces", "allowedHostPaths")
+        strings = key in ("watchNamespaces", "allowedHostPaths", "allowedPriorityClasses")
         return {"type": "array", "items": {"type": "string"} if strings else {"type": "object"}}
     return {"type": "object", "additionalProperties": False,
             "properties": {k: schema_of(k, v) for k, v in value.items()}}

@@ -149,6 +149,8 @@ def build_job(body: dict, spec: VideoGenerationSpec, request: GenerationRequest,
         **({"tolerations": [t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations]}
            if spec.tolerations else {}),
         **({"priorityClassName": spec.priority_class_name} if spec.priority_class_name else {}),
+        **({"serviceAccountName": settings.runner_service_account} if settings.runner_service_account else {}),
+        **({"imagePullSecrets": settings.runner_image_pull_secrets} if settings.runner_image_pull_secrets else {}),
     }
 
     # 3. The Job: permanent exit codes fail it at once, disruptions don't count as attempts.

@@ -44,6 +44,10 @@ def parse_spec(body: dict, settings: Settings) -> tuple[VideoGenerationSpec, obj
     # Who may create a VideoGeneration must not thereby run any image or read any node folder.
     if spec.runner_image and not settings.allow_image_override:
         raise InvalidSpec("spec.runnerImage: this operator does not allow image overrides")
+    # Nor preempt other teams' GPU work with a priority class the platform did not hand out.
+    if spec.priority_class_name and spec.priority_class_name not in settings.allowed_priority_classes:
+        raise InvalidSpec(f"spec.priorityClassName: {spec.priority_class_name} is not allowed by this operator "
+                          f"({settings.allowed_priority_classes or 'none allowed'})")
     if spec.model.host_path and not inside(spec.model.host_path, settings.allowed_host_paths):
         raise InvalidSpec(f"spec.model.hostPath: {spec.model.host_path} is not under an allowed folder "
                           f"({settings.allowed_host_paths or 'none allowed: use a pvc'})")

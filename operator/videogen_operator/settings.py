@@ -16,6 +16,12 @@ class Settings(BaseSettings):
         default=False, description="Let resources choose their runner image (spec.runnerImage).")
     allowed_host_paths: list[str] = Field(
         default_factory=list, description="Folders under which spec.model.hostPath may point; empty: none.")
+    allowed_priority_classes: list[str] = Field(
+        default_factory=list, description="PriorityClasses spec.priorityClassName may name; empty: none.")
+    runner_service_account: str | None = Field(
+        default=None, description="ServiceAccount of runner pods, e.g. for S3 through IRSA or workload identity.")
+    runner_image_pull_secrets: list[dict[str, str]] = Field(
+        default_factory=list, description="imagePullSecrets of runner pods, as [{name: …}].")
     s3_endpoint_url: str | None = Field(default=None, description="Default S3 endpoint (else AWS).")
     s3_region: str | None = None
     s3_bucket: str | None = Field(default=None, description="Default bucket when a spec names none.")

@@ -155,6 +155,7 @@ def test_a_runner_failure_ends_failed_with_its_reason(operator, namespace, tiny_
     ("own-image", {"runnerImage": "somewhere/else:latest"}, "spec.runnerImage"),
     ("node-secrets", {"model": {"preset": "ti2v-5b", "hostPath": "/var/lib/kubelet/../../etc", "path": "x"}},
      "spec.model.hostPath"),
+    ("jump-the-queue", {"priorityClassName": "system-cluster-critical"}, "spec.priorityClassName"),
 ])
 def test_what_only_the_operator_can_judge_is_invalid_spec(operator, namespace, tiny_models, name, spec, field):
     apply(operator.cluster, namespace, tiny_manifest(tiny_models, name, **spec))

@@ -67,7 +67,8 @@ def test_defaults_watch_the_cluster_and_keep_the_crd(kube_bin):
 def test_settings_reach_the_operator(kube_bin):
     docs = render(kube_bin, "operator.watchNamespaces={team-a,team-b}", "s3.endpointUrl=http://minio:9000",
                   "s3.bucket=videos", "redis.url=redis://redis:6379/0", "redis.operatorPasswordSecret=redis-auth",
-                  "crds.enabled=false", "runner.defaultMemory=96Gi", "operator.resyncSeconds=30")
+                  "crds.enabled=false", "runner.defaultMemory=96Gi", "operator.resyncSeconds=30",
+                  "runner.allowedPriorityClasses={batch-low}", "runner.serviceAccountName=s3-writer")
     kinds = [d["kind"] for d in docs]
     assert "CustomResourceDefinition" not in kinds and kinds.count("Role") == 2 and "ClusterRole" not in kinds
     deployment = next(d for d in docs if d["kind"] == "Deployment")
@@ -77,6 +78,8 @@ def test_settings_reach_the_operator(kube_bin):
     assert env["VIDEOGEN_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "redis-auth"
     assert env["VIDEOGEN_DEFAULT_MEMORY"]["value"] == "96Gi" and "VIDEOGEN_DEFAULT_CPU" not in env
     assert float(env["VIDEOGEN_RESYNC_SECONDS"]["value"]) == 30
+    assert json.loads(env["VIDEOGEN_ALLOWED_PRIORITY_CLASSES"]["value"]) == ["batch-low"]
+    assert env["VIDEOGEN_RUNNER_SERVICE_ACCOUNT"]["value"] == "s3-writer"
 
 
 @pytest.mark.cluster

@@ -140,3 +140,15 @@ def test_pods_without_cpu_or_memory_get_the_operators_defaults():
     # The resource's own memory wins; the default CPU fills the gap: requests = limits (Guaranteed).
     assert container["resources"]["limits"] == {"nvidia.com/gpu": "1", "cpu": "8", "memory": "120Gi"}
     assert container["resources"]["requests"] == container["resources"]["limits"]
+
+
+def test_runner_pods_get_the_platforms_service_account_and_pull_secrets():
+    settings = SETTINGS.model_copy(update={"runner_service_account": "s3-writer",
+                                           "runner_image_pull_secrets": [{"name": "regcred"}]})
+    b = body()
+    parsed = VideoGenerationSpec.model_validate(b["spec"])
+    pod = build_job(b, parsed, build_request(parsed, "team-a", "fox", settings), settings)["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "s3-writer" and pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["automountServiceAccountToken"] is False  # IRSA / workload identity need no API token
+    default_pod = build()[0]["spec"]["template"]["spec"]
+    assert "serviceAccountName" not in default_pod and "imagePullSecrets" not in default_pod
