@@ -65,6 +65,11 @@ def spec_schema() -> dict:
     for name, prop in spec["properties"].items():
         if prop.get("type") == "object" and "properties" in prop and name not in spec.get("required", []):
             prop.setdefault("default", {})
+    # But none inside list items: GitOps tools compare lists whole and would take the fields the
+    # server fills in for drift (the operator applies the same defaults when it reads the spec).
+    for prop in spec["properties"].values():
+        for field in prop.get("items", {}).get("properties", {}).values():
+            field.pop("default", None)
     spec["properties"]["model"]["x-kubernetes-validations"] = MODEL_RULES
     immutable = [name for name in spec["properties"] if name not in MUTABLE]
     required = set(spec.get("required", []))

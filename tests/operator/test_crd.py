@@ -93,3 +93,14 @@ def test_every_example_is_accepted_and_becomes_a_runner_request(crd_applied, kub
     spec = VideoGenerationSpec.model_validate(yaml.safe_load(example.read_text())["spec"])
     request = build_request(spec, kube_namespace, "example", Settings(runner_image="runner:1", s3_bucket="videos"))
     assert request.model.preset == spec.model.preset
+
+
+@pytest.mark.cluster
+def test_list_items_come_back_as_written(crd_applied, kube_namespace):
+    """GitOps tools diff lists whole: the server must not fill fields into list items."""
+    k = crd_applied
+    loras = [{"path": "loras/style.safetensors"}]
+    tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists"}]
+    k.kubectl("apply", "-n", kube_namespace, "-f", "-", input=manifest("lists", loras=loras, tolerations=tolerations))
+    got = json.loads(k.kubectl("get", "vg", "lists", "-n", kube_namespace, "-o", "json").stdout)["spec"]
+    assert got["loras"] == loras and got["tolerations"] == tolerations
