@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 CHART = Path(__file__).resolve().parents[1] / "helm" / "videogen"
-FREE_FORM = {"resources", "nodeSelector", "affinity", "podLabels", "podAnnotations", "annotations"}
+FREE_FORM = {"resources", "nodeSelector", "affinity", "podLabels", "podAnnotations", "annotations", "labels"}
 ENUMS = {"pullPolicy": ["Always", "IfNotPresent", "Never"], "logLevel": ["DEBUG", "INFO", "WARNING", "ERROR"]}
 # kopf runs standalone (no peering): a second replica would handle every resource a second time.
 BOUNDS = {"replicas": {"minimum": 0, "maximum": 1}}

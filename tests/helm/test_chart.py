@@ -68,7 +68,9 @@ def test_settings_reach_the_operator(kube_bin):
     docs = render(kube_bin, "operator.watchNamespaces={team-a,team-b}", "s3.endpointUrl=http://minio:9000",
                   "s3.bucket=videos", "redis.url=redis://redis:6379/0", "redis.operatorPasswordSecret=redis-auth",
                   "crds.enabled=false", "runner.defaultMemory=96Gi", "operator.resyncSeconds=30",
-                  "runner.allowedPriorityClasses={batch-low}", "runner.serviceAccountName=s3-writer")
+                  "runner.allowedPriorityClasses={batch-low}", "runner.serviceAccountName=s3-writer",
+                  "metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.labels.release=prom",
+                  "operator.priorityClassName=system-cluster-critical")
     kinds = [d["kind"] for d in docs]
     assert "CustomResourceDefinition" not in kinds and kinds.count("Role") == 2 and "ClusterRole" not in kinds
     deployment = next(d for d in docs if d["kind"] == "Deployment")
@@ -80,6 +82,12 @@ def test_settings_reach_the_operator(kube_bin):
     assert float(env["VIDEOGEN_RESYNC_SECONDS"]["value"]) == 30
     assert json.loads(env["VIDEOGEN_ALLOWED_PRIORITY_CLASSES"]["value"]) == ["batch-low"]
     assert env["VIDEOGEN_RUNNER_SERVICE_ACCOUNT"]["value"] == "s3-writer"
+    assert deployment["spec"]["template"]["spec"]["priorityClassName"] == "system-cluster-critical"
+    monitor = next(d for d in docs if d["kind"] == "ServiceMonitor")
+    service = next(d for d in docs if d["kind"] == "Service")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
 
 
 @pytest.mark.cluster
