@@ -4,6 +4,7 @@ local process on the fake GPU node → MP4 in S3 → status; with real Redis and
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,8 +22,29 @@ BUCKET = "videos"
 pytestmark = pytest.mark.cluster
 
 
+def chart_identity(cluster, kube_bin, folder: Path) -> Path:
+    """A kubeconfig for the chart's own ServiceAccount, bound by the chart's own RBAC: the
+    operator runs with exactly the permissions a `helm install` gives it."""
+    namespace = "videogen-system"
+    cluster.kubectl("create", "namespace", namespace, check=False)
+    rendered = subprocess.run(
+        [str(kube_bin / "helm"), "template", "vg", str(ROOT / "helm" / "videogen"), "--namespace", namespace,
+         "--kube-version", "1.37.2",
+         "--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml"],
+        capture_output=True, text=True, check=True, timeout=60).stdout
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=rendered)
+    token = cluster.kubectl("create", "token", "vg-videogen", "-n", namespace, "--duration=2h").stdout.strip()
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    config["users"] = [{"name": "operator", "user": {"token": token}}]
+    for context in config["contexts"]:
+        context["context"]["user"] = "operator"
+    path = folder / "operator.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 @pytest.fixture(scope="module")
-def operator(kube_cluster, pod_executor, redis_server, s3_server, tmp_path_factory):
+def operator(kube_cluster, kube_bin, pod_executor, redis_server, s3_server, tmp_path_factory):
     kube_cluster.kubectl("apply", "--server-side", "-f", str(CRD))
     kube_cluster.kubectl("wait", "--for=condition=Established", "crd/videogenerations.videogen.io", "--timeout=30s")
     client = s3_client(s3_server.endpoint)
@@ -30,7 +52,8 @@ def operator(kube_cluster, pod_executor, redis_server, s3_server, tmp_path_facto
         client.create_bucket(Bucket=BUCKET)
     # The runner command stays the default `videogen-runner`, found on the pod executor's PATH (the
     # test interpreter's folder first): a full path under /tmp would be taken for the pod's /tmp.
-    env = {**os.environ, "KUBECONFIG": str(kube_cluster.kubeconfig),
+    kubeconfig = chart_identity(kube_cluster, kube_bin, tmp_path_factory.mktemp("identity"))
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig),
            "VIDEOGEN_S3_ENDPOINT_URL": s3_server.endpoint, "VIDEOGEN_S3_REGION": "us-east-1",
            "VIDEOGEN_S3_BUCKET": BUCKET, "VIDEOGEN_S3_CREDENTIALS_SECRET": "s3-credentials",
            "VIDEOGEN_REDIS_URL": redis_server.url, "VIDEOGEN_PROGRESS_INTERVAL_SECONDS": "0",

@@ -102,7 +102,8 @@ def test_installs_and_grants_the_operator_exactly_what_it_needs(kube_apiserver, 
     for verb, resource in allowed:
         answer = k.kubectl("auth", "can-i", verb, resource, "--as", account, "-n", "default", check=False).stdout
         assert answer.strip() == "yes", (verb, resource)
-    for verb, resource in [("get", "secrets"), ("create", "pods"), ("delete", "videogenerations.videogen.io")]:
+    for verb, resource in [("get", "secrets"), ("create", "pods"), ("delete", "videogenerations.videogen.io"),
+                           ("update", "videogenerations.videogen.io")]:
         answer = k.kubectl("auth", "can-i", verb, resource, "--as", account, "-n", "default", check=False).stdout
         assert answer.strip() == "no", (verb, resource)
     helm(kube_bin, "uninstall", "vg", "--kubeconfig", str(k.kubeconfig), "--namespace", kube_namespace)
