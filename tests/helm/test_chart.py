@@ -72,7 +72,10 @@ def test_settings_reach_the_operator(kube_bin):
                   "metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.labels.release=prom",
                   "operator.priorityClassName=system-cluster-critical")
     kinds = [d["kind"] for d in docs]
-    assert "CustomResourceDefinition" not in kinds and kinds.count("Role") == 2 and "ClusterRole" not in kinds
+    assert "CustomResourceDefinition" not in kinds and kinds.count("Role") == 2
+    [discovery] = [d for d in docs if d["kind"] == "ClusterRole"]  # cluster-wide, only what kopf discovers
+    assert {tuple(r["resources"]) for r in discovery["rules"]} == {("customresourcedefinitions",), ("namespaces",)}
+    assert all(r["verbs"] == ["list", "watch"] for r in discovery["rules"])
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert json.loads(env["VIDEOGEN_NAMESPACES"]["value"]) == ["team-a", "team-b"]
