@@ -1,7 +1,8 @@
 """GPU benchmark: the runner's generation path on full-size Wan2.2 architectures.
 
-No checkpoint can be downloaded on the GPU machine, so each architecture is built with random
-weights (the real configs of the Wan-AI/Wan2.2-*-Diffusers repositories). Speed does not depend
+No checkpoint can be downloaded on the GPU machine, so TI2V-5B and T2V-A14B (I2V-A14B has
+T2V-A14B's shape) are built with random weights, from the configs of the Wan-AI/Wan2.2-*-Diffusers
+repositories. Speed does not depend
 on the weights' values. Each variant runs through videogen_runner.pipeline.configure() and
 generate_frames(), exactly as pods do; "diffusers" is the same path with every acceleration off
 (diffusers' defaults), so the two are compared in one process on one card.

@@ -121,11 +121,14 @@ class Resources(Model):
 
 
 class Toleration(Model):
-    key: str | None = None
-    operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
+    """A pod toleration, as in a Pod's spec."""
+
+    key: str | None = Field(default=None, description="Taint key; empty with Exists: every taint.")
+    operator: Literal["Exists", "Equal"] | None = Field(default=None, description="Exists or Equal (default).")
+    value: str | None = Field(default=None, description="Taint value, with Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect; empty: all.")
+    toleration_seconds: int | None = Field(default=None, description="NoExecute: how long the pod stays.")
 
 
 class VideoGenerationSpec(Model):
@@ -137,13 +140,14 @@ class VideoGenerationSpec(Model):
     negative_prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS, description="What to avoid.")
     image: str | None = Field(default=None, pattern=r"^(s3|https)://", max_length=2048,
                               description="First frame (i2v, ti2v): s3:// or https:// URL.")
-    video: Video = Field(default_factory=Video)
-    sampling: Sampling = Field(default_factory=Sampling)
-    loras: list[Lora] = Field(default_factory=list, max_length=8)
-    output: Output = Field(default_factory=Output)
-    reporting: Reporting = Field(default_factory=Reporting)
-    acceleration: Acceleration = Field(default_factory=Acceleration)
-    resources: Resources = Field(default_factory=Resources)
+    video: Video = Field(default_factory=Video, description="Size, frames and fps (default: the family's).")
+    sampling: Sampling = Field(default_factory=Sampling, description="Steps, guidance, shift, solver, seed.")
+    loras: list[Lora] = Field(default_factory=list, max_length=8, description="LoRAs merged into the model.")
+    output: Output = Field(default_factory=Output, description="Where the MP4 goes (S3).")
+    reporting: Reporting = Field(default_factory=Reporting, description="Redis for live progress.")
+    acceleration: Acceleration = Field(default_factory=Acceleration,
+                                       description="Runner speed settings and opt-in approximations.")
+    resources: Resources = Field(default_factory=Resources, description="GPUs, CPU and memory of the pod.")
     node_selector: dict[str, str] | None = Field(default=None, description="Node labels the pod must match.")
     tolerations: list[Toleration] | None = Field(default=None, description="Taints the pod tolerates.")
     priority_class_name: str | None = Field(default=None, max_length=253, description="Pod priority class.")

@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     default_memory: str | None = Field(default=None, description="Memory of runner pods whose resource sets none.")
     compile_cache_claim: str | None = Field(
         default=None, description="PVC (in each resource's namespace) for torch.compile's cache: later pods skip "
-        "most of the compilation (bench/RESULTS.md: 12.8 s → 4.8 s for TI2V-5B).")
+        "most of the compilation (bench/RESULTS.md: first step 11.4 s → 4.4 s for TI2V-5B).")
     termination_grace_seconds: int = 60
     progress_interval_seconds: float = Field(default=2.0, description="At most one progress patch per this.")
     resync_seconds: float = Field(default=60.0, gt=0, description="Every unfinished resource is refreshed this often.")

@@ -20,7 +20,7 @@ def read_model_index(path: str) -> dict:
 
 
 def infer_preset(path: str) -> str:
-    """The family of a model folder: two experts and the VAE's latent size tell them apart."""
+    """The family of a model folder: a second transformer, and the pipeline class, tell them apart."""
     model_index = read_model_index(path)
     if model_index.get("transformer_2", [None])[0] is None:
         return "ti2v-5b"

@@ -3,8 +3,9 @@ Ulysses context parallelism (diffusers' ContextParallelConfig), all-to-all over 
 
 The runner launches its own workers (rather than asking for torchrun) so that the pod's exit code
 stays the runner's own: permanent and retryable failures must survive the launcher. Rank 0
-reports progress, writes the MP4, uploads it and leaves the termination message; the other
-ranks only compute.
+reports progress, writes the MP4 and uploads it; the other ranks only compute. Each rank hands its
+result to the launcher, which writes the termination message, the final Redis state and the
+exit code.
 """
 
 import os
