@@ -66,15 +66,12 @@ def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedP
     # 1. Sampling: a flow-matching solver with the request's shift (UniPC, Wan's own, or Euler).
     pipe.scheduler = sampling.scheduler(pipe.scheduler.config, request)
 
-    # 2. LoRAs, into one or both experts.
-    load_loras(pipe, request)
-
-    # 3. TI2V-5B without an image gives every token the same timestep: one modulation vector per
+    # 2. TI2V-5B without an image gives every token the same timestep: one modulation vector per
     #    video instead of one per token (27k at 720p) computes the same numbers with less work.
     if acceleration.uniform_timesteps and pipe.config.expand_timesteps and isinstance(pipe, WanPipeline):
         pipe.register_to_config(expand_timesteps=False)
 
-    # 4. The VAE decode rewired to move less memory for the same arithmetic (vae_decode.py), and as
+    # 3. The VAE decode rewired to move less memory for the same arithmetic (vae_decode.py), and as
     #    an opt-in approximation, the VAE in bfloat16 (the pipeline casts its inputs to the VAE's
     #    dtype: the decoded latents, and for image-to-video the encoded image). Before placement,
     #    so that offload hooks see the final modules.
@@ -83,15 +80,22 @@ def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedP
     if acceleration.vae_bf16:
         pipe.vae.to(torch.bfloat16)
 
-    # 5. Placement: offload when asked, else everything on the device (unless already spread).
-    if acceleration.offload == "model":
-        pipe.enable_model_cpu_offload(device=device)
-    elif acceleration.offload == "sequential":
-        pipe.enable_sequential_cpu_offload(device=device)
-    elif getattr(pipe, "hf_device_map", None) is None:
-        pipe.to(device)
+    # 4. Placement and LoRAs (into one or both experts). Without offload, everything goes to the
+    #    device first (unless already spread), so that LoRAs are merged there rather than on the
+    #    CPU (a rank of several GPUs loads to the CPU); offload hooks instead must see the merged
+    #    weights, so they come after the LoRAs.
+    if acceleration.offload == "none":
+        if getattr(pipe, "hf_device_map", None) is None:
+            pipe.to(device)
+        load_loras(pipe, request)
+    else:
+        load_loras(pipe, request)
+        if acceleration.offload == "model":
+            pipe.enable_model_cpu_offload(device=device)
+        else:
+            pipe.enable_sequential_cpu_offload(device=device)
 
-    # 6. Attention: the fastest backend verified to run here.
+    # 5. Attention: the fastest backend verified to run here.
     processes = parallel.world_size()
     backend = attention.choose(acceleration.attention_backend, device, pipe.transformer.dtype,
                                pipe.transformer.config.attention_head_dim, processes > 1)
@@ -102,7 +106,7 @@ def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedP
     if processes > 1:  # each process attends over its share of the heads (Ulysses)
         parallel.split_sequence(transformers, processes)
 
-    # 7. Opt-in approximation: a step cache skips transformer work that barely changes between
+    # 6. Opt-in approximation: a step cache skips transformer work that barely changes between
     #    steps (quality gate and speed-ups: bench/RESULTS.md).
     for transformer in transformers:
         if acceleration.step_cache == "first_block":
@@ -111,7 +115,7 @@ def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedP
             transformer.enable_cache(TaylorSeerCacheConfig(cache_interval=5, disable_cache_before_step=3,
                                                            max_order=1, use_lite_mode=True))
 
-    # 8. Opt-in approximation: FP8 matrix products in the transformers' linear layers.
+    # 7. Opt-in approximation: FP8 matrix products in the transformers' linear layers.
     if acceleration.fp8:
         if device.type != "cuda":
             raise InvalidRequest("acceleration.fp8: needs a GPU with FP8 matrix units (Hopper or newer)")
@@ -122,7 +126,7 @@ def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedP
         for transformer in transformers:
             quantize_(transformer, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), filter_fn=in_blocks)
 
-    # 9. Regional compilation: the repeated transformer block compiled once, reused 30-40 times.
+    # 8. Regional compilation: the repeated transformer block compiled once, reused 30-40 times.
     if acceleration.compile and device.type == "cuda":
         for transformer in transformers:  # a step cache's hooks break the graph on purpose
             transformer.compile_repeated_blocks(fullgraph=acceleration.step_cache == "none")
