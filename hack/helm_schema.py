@@ -17,7 +17,8 @@ CHART = Path(__file__).resolve().parents[1] / "helm" / "videogen"
 FREE_FORM = {"resources", "nodeSelector", "affinity", "podLabels", "podAnnotations", "annotations", "labels"}
 ENUMS = {"pullPolicy": ["Always", "IfNotPresent", "Never"], "logLevel": ["DEBUG", "INFO", "WARNING", "ERROR"]}
 # kopf runs standalone (no peering): a second replica would handle every resource a second time.
-BOUNDS = {"replicas": {"minimum": 0, "maximum": 1}}
+# A resync interval of 0 would be a busy loop (the operator refuses it).
+BOUNDS = {"replicas": {"minimum": 0, "maximum": 1}, "resyncSeconds": {"exclusiveMinimum": 0}}
 
 
 def schema_of(key: str, value) -> dict:
@@ -30,7 +31,7 @@ def schema_of(key: str, value) -> dict:
     if isinstance(value, int):
         return {"type": "integer", **BOUNDS.get(key, {"minimum": 0})}
     if isinstance(value, float):
-        return {"type": "number", "minimum": 0}
+        return {"type": "number", **BOUNDS.get(key, {"minimum": 0})}
     if isinstance(value, str):
         return {"type": "string"}
     if isinstance(value, list):

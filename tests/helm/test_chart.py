@@ -44,11 +44,11 @@ def test_a_misspelt_value_fails(kube_bin):
     assert result.returncode != 0 and "replica" in result.stderr
 
 
-def test_two_operator_replicas_are_refused(kube_bin):
-    """No leader election: two replicas would both handle every resource."""
-    result = helm(kube_bin, "template", "vg", str(CHART), "--kube-version", KUBE_VERSION,
-                  "--set", "operator.replicas=2", check=False)
-    assert result.returncode != 0 and "replicas" in result.stderr
+@pytest.mark.parametrize("value", ["operator.replicas=2", "operator.resyncSeconds=0"])
+def test_values_the_operator_cannot_run_with_are_refused(kube_bin, value):
+    """No leader election: two replicas would both handle every resource; a 0 s resync would spin."""
+    result = helm(kube_bin, "template", "vg", str(CHART), "--kube-version", KUBE_VERSION, "--set", value, check=False)
+    assert result.returncode != 0 and value.split(".")[1].split("=")[0] in result.stderr
 
 
 def test_defaults_watch_the_cluster_and_keep_the_crd(kube_bin):
