@@ -158,7 +158,10 @@ class Reconciler:
                 selector = f"batch.kubernetes.io/controller-uid={job['metadata']['uid']}"
                 pods = self.api_client.sanitize_for_serialization(
                     self.core.list_namespaced_pod(namespace, label_selector=selector))["items"]
-            failure = self.creation_failure(namespace, job) if job is not None and not pods else None
+            # A Job without pods may be refused them (not while it is suspended: then none are due).
+            failure = None
+            if job is not None and not pods and not job["spec"].get("suspend"):
+                failure = self.creation_failure(namespace, job)
             status = compute_status(spec, body["metadata"]["generation"], old, job, pods,
                                     self.progress(task), now(), failure)
             if status["phase"] in TERMINAL:
