@@ -1,6 +1,9 @@
 """`videogen-operator`: runs the kopf handlers with the settings from the environment."""
 
+import argparse
 import logging
+import os
+import socket
 
 import kopf
 
@@ -8,13 +11,33 @@ from videogen_operator import handlers  # noqa: F401 - registers the handlers
 from videogen_operator.settings import Settings
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """No options: `--help` lists the VIDEOGEN_* settings instead of starting."""
+    settings = "\n".join(f"  VIDEOGEN_{name.upper():<34} {field.description or ''}".rstrip()
+                         for name, field in Settings.model_fields.items())
+    parser = argparse.ArgumentParser(
+        prog="videogen-operator", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Turns VideoGeneration resources into Jobs that run videogen-runner, and reports their status.",
+        epilog=f"settings, from the environment (docs/operator.md):\n{settings}")
+    return parser.parse_args(argv)
+
+
+def own_identity(environ=os.environ) -> str:
+    """The operator's name in kopf's annotations: the pod's name (POD_ID, from the downward API),
+    else the host name. kopf's own fallback asks the passwd database for the user, which an image
+    run under an arbitrary uid does not have."""
+    return environ.get("POD_ID") or socket.gethostname()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parse_args(argv)
     settings = Settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     kopf.run(
         standalone=True,  # one replica; no peering CRDs needed
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
+        identity=own_identity(),
         liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
     )
 

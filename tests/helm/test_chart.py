@@ -59,6 +59,8 @@ def test_defaults_watch_the_cluster_and_keep_the_crd(kube_bin):
     container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["VIDEOGEN_NAMESPACES"] == "[]" and env["VIDEOGEN_RUNNER_IMAGE"] == "videogen-runner:0.1.0"
+    pod_id = next(e for e in container["env"] if e["name"] == "POD_ID")  # kopf's identity, not the passwd database
+    assert pod_id["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     rules = docs["ClusterRole"]["rules"]
     assert not any("secrets" in r["resources"] for r in rules)  # the operator never reads a Secret
