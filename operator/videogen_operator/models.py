@@ -161,49 +161,62 @@ class VideoGenerationSpec(Model):
 
 
 class Condition(Model):
-    type: str
-    status: Literal["True", "False", "Unknown"]
-    reason: str = ""
-    message: str = ""
-    last_transition_time: str | None = None
-    observed_generation: int | None = None
+    """One condition, in metav1.Condition's shape (kstatus and `kubectl wait --for=condition=` read them)."""
+
+    type: str = Field(description="Ready, Queued, Running, Succeeded, Failed, Suspended or Stalled.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(default="", description="One CamelCase word saying why (the status' reason).")
+    message: str = Field(default="", description="Why, in words.")
+    last_transition_time: str | None = Field(default=None, description="When status last changed (RFC 3339).")
+    observed_generation: int | None = Field(default=None, description="metadata.generation this was computed from.")
 
 
 class Progress(Model):
-    stage: str | None = None
-    percent: float | None = None
-    step: int | None = None
-    total_steps: int | None = None
-    eta_seconds: float | None = None
+    """Live progress, from the runner's reports in Redis."""
+
+    stage: str | None = Field(default=None, description="loading, encoding, denoising, decoding, exporting, "
+                              "uploading, succeeded or failed.")
+    percent: float | None = Field(default=None, description="Done, 0 to 100.")
+    step: int | None = Field(default=None, description="Denoising steps done.")
+    total_steps: int | None = Field(default=None, description="Denoising steps in all.")
+    eta_seconds: float | None = Field(default=None, description="Estimated seconds left.")
 
 
 class OutputStatus(Model):
-    uri: str | None = None
-    bytes: int | None = None
-    sha256: str | None = None
-    frames: int | None = None
-    width: int | None = None
-    height: int | None = None
-    fps: int | None = None
-    seed: int | None = None
-    timings: Timings | None = None
+    """The video made, from the runner's termination message."""
+
+    uri: str | None = Field(default=None, description="s3://bucket/key of the MP4.")
+    bytes: int | None = Field(default=None, description="Size of the MP4.")
+    sha256: str | None = Field(default=None, description="SHA-256 of the MP4, in hex.")
+    frames: int | None = Field(default=None, description="Frames in the video.")
+    width: int | None = Field(default=None, description="Width in pixels.")
+    height: int | None = Field(default=None, description="Height in pixels.")
+    fps: int | None = Field(default=None, description="Frames per second.")
+    seed: int | None = Field(default=None, description="Seed used (the one drawn when the spec set none).")
+    timings: Timings | None = Field(default=None, description="Seconds spent in each stage.")
 
 
 Phase = Literal["Pending", "Queued", "Running", "Succeeded", "Failed", "Suspended"]
 
 
 class VideoGenerationStatus(Model):
-    phase: Phase | None = None
-    reason: str | None = None
-    message: str | None = None
-    observed_generation: int | None = None
-    job_name: str | None = None
-    attempts: int | None = None
-    start_time: str | None = None
-    completion_time: str | None = None
-    progress: Progress | None = None
-    output: OutputStatus | None = None
-    conditions: list[Condition] | None = None
+    """What happened, written by the operator alone."""
+
+    phase: Phase | None = Field(default=None, description="Pending, Queued, Running, Succeeded, Failed or Suspended.")
+    reason: str | None = Field(default=None, description="Why it is in this phase, one CamelCase word "
+                               "(Unschedulable, Generating, Generated, InvalidSpec, ModelNotFound, …).")
+    message: str | None = Field(default=None, description="Why, in words.")
+    observed_generation: int | None = Field(default=None, description="metadata.generation the status was "
+                                            "computed from.")
+    job_name: str | None = Field(default=None, description="The Job that runs the generation.")
+    attempts: int | None = Field(default=None, description="Pods that ran (retries included).")
+    start_time: str | None = Field(default=None, description="When the Job started (RFC 3339).")
+    completion_time: str | None = Field(default=None, description="When the Job succeeded or failed (RFC 3339).")
+    progress: Progress | None = Field(default=None, description="Live progress, from Redis.")
+    output: OutputStatus | None = Field(default=None, description="The video, once Succeeded.")
+    conditions: list[Condition] | None = Field(
+        default=None, description="Conditions, one per type.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
 
 
 # Rules the API server checks on create/update (crd.py attaches them).

@@ -25,13 +25,13 @@ class VideoOutput(BaseModel):
 class Timings(BaseModel):
     """Seconds spent in each stage."""
 
-    load: float = 0.0
-    encode: float = 0.0
-    denoise: float = 0.0
-    decode: float = 0.0
-    export: float = 0.0
-    upload: float = 0.0
-    total: float = 0.0
+    load: float = Field(default=0.0, description="Loading the model onto its devices.")
+    encode: float = Field(default=0.0, description="Encoding the prompt (and the image).")
+    denoise: float = Field(default=0.0, description="The denoising loop.")
+    decode: float = Field(default=0.0, description="Decoding the latents with the VAE.")
+    export: float = Field(default=0.0, description="Writing the MP4.")
+    upload: float = Field(default=0.0, description="Uploading it to S3.")
+    total: float = Field(default=0.0, description="The whole run.")
 
 
 class RunResult(BaseModel):
