@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Builds (once per input) the two images from Dockerfile.operator and Dockerfile.runner with
+# buildah, daemonless (--isolation chroot), and prints where they are. No registry is reachable,
+# so only the base is swapped (build argument PYTHON_BASE) for a stand-in made here: a Debian
+# bookworm root filesystem with Python (debootstrap). The Dockerfiles install offline from wheel
+# folders (build argument WHEELS) downloaded from the image locks.
+#
+#   hack/images.sh build   build what is missing, print the names (below)
+#   hack/images.sh names   print them if everything is built, else exit 1
+#
+# Printed, one KEY=VALUE a line: VIDEOGEN_BUILDAH_ROOT, VIDEOGEN_BUILDAH_RUNROOT,
+# VIDEOGEN_BUILDAH_DRIVER (buildah's --root, --runroot, --storage-driver), VIDEOGEN_OPERATOR_IMAGE
+# and VIDEOGEN_RUNNER_IMAGE.
+#
+# Everything lives outside the clone under $VIDEOGEN_CACHE (default $HOME/.cache/videogen): the
+# stand-in base keyed by its package list, each wheel folder by its lock's hash, the images (in
+# buildah's storage, containers/) by the hash of all that goes into them, so a warm call costs a
+# second. Dependencies come before the code in both Dockerfiles, and the build keeps its layers,
+# so a change of the code alone rebuilds only the last layers. Logs go to stderr.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cache=${VIDEOGEN_CACHE:-$HOME/.cache/videogen}
+store=$cache/containers
+driver=${VIDEOGEN_BUILDAH_DRIVER:-overlay}   # vfs where overlay cannot be mounted (slower, bigger)
+# The stand-in for python:3.12-slim-bookworm: Python with its venv module and headers, as there.
+STANDIN_SUITE=bookworm
+STANDIN_PACKAGES=python3,python3-venv,python3-dev,ca-certificates
+
+log() { echo "images: $*" >&2; }
+# Temporary folders, removed however the script ends.
+scratch=()
+trap 'if [ ${#scratch[@]} -gt 0 ]; then rm -rf "${scratch[@]}"; fi' EXIT
+buildah_() { buildah --root "$store/storage" --runroot "$store/run" --storage-driver "$driver" "$@"; }
+hash_of() { sha256sum | cut -c1-16; }
+exists() { buildah_ inspect --type image "$1" >/dev/null 2>&1; }
+
+standin_name() { echo "localhost/videogen-standin/python:$(echo "$STANDIN_SUITE $STANDIN_PACKAGES" | hash_of)"; }
+
+# The files of the build context that a Dockerfile copies, hashed with the Dockerfile itself.
+inputs_hash() { # dockerfile lock dirs...
+  (cd "$root" && find "$@" README.md pyproject.toml .dockerignore -type f ! -path '*/__pycache__/*' \
+    ! -path '*.egg-info/*' | LC_ALL=C sort | xargs sha256sum) | hash_of
+}
+image_name() { # name dockerfile lock dirs...
+  local name=$1
+  shift
+  echo "localhost/videogen-$name:$( (inputs_hash "$@"; standin_name) | hash_of)"
+}
+operator_image() { image_name operator Dockerfile.operator requirements-operator.lock runner operator; }
+runner_image() { image_name runner Dockerfile.runner requirements-runner.lock runner; }
+
+build_standin() {
+  local name rootfs ctr start=$SECONDS
+  name=$(standin_name)
+  exists "$name" && return 0
+  log "debootstrap $STANDIN_SUITE ($STANDIN_PACKAGES)"
+  rootfs=$(mktemp -d "$cache/standin.XXXXXX")
+  scratch+=("$rootfs")
+  debootstrap --variant=minbase --include="$STANDIN_PACKAGES" "$STANDIN_SUITE" "$rootfs" \
+    http://deb.debian.org/debian >&2
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+  ctr=$(buildah_ from scratch)
+  buildah_ copy --quiet "$ctr" "$rootfs" / >/dev/null
+  buildah_ config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --env LANG=C.UTF-8 \
+    --cmd python3 "$ctr"
+  buildah_ commit --quiet --rm "$ctr" "$name" >/dev/null
+  log "stand-in base $name in $((SECONDS - start))s"
+}
+
+# Wheels of a lock for the stand-in's Python, and the setuptools that builds /src, in
+# $cache/wheels-<hash>; printed. Debian's own python3 downloads them: the lock's markers are
+# evaluated for the very Python of the stand-in (bookworm's 3.11.2).
+wheels_for() { # lock
+  local dir tmp start=$SECONDS
+  dir=$cache/wheels-$( (cat "$root/$1" "$root/pyproject.toml"; standin_name) | hash_of)
+  if [ ! -d "$dir" ]; then
+    log "downloading the wheels of $1"
+    tmp=$(mktemp -d "$dir.tmp.XXXXXX")
+    scratch+=("$tmp")
+    /usr/bin/python3 -m pip download -q --no-deps --only-binary=:all: --require-hashes -r "$root/$1" -d "$tmp" >&2
+    /usr/bin/python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" \
+      "$(sed -n 's/^requires = \["\(setuptools[^"]*\)"\]$/\1/p' "$root/pyproject.toml")" >&2
+    mv -T "$tmp" "$dir" 2>/dev/null || rm -rf "$tmp"
+    log "wheels of $1 in $((SECONDS - start))s"
+  fi
+  echo "$dir"
+}
+
+# Builds one image from its Dockerfile, with the wheels linked into the build context (.whl/,
+# ignored by git) for the time of the build, and drops the earlier tags of that image.
+build_image() { # name dockerfile lock image
+  local name=$1 dockerfile=$2 lock=$3 image=$4 wheels context old start=$SECONDS
+  exists "$image" && return 0
+  wheels=$(wheels_for "$lock")
+  context=.whl/$(basename "$wheels")  # the same for the same wheels: buildah's layer cache hits
+  mkdir -p "$root/.whl"
+  scratch+=("$root/$context")
+  cp -al "$wheels" "$root/$context" 2>/dev/null || cp -a "$wheels" "$root/$context"
+  log "building $image"
+  buildah_ build --layers --isolation chroot --network host -f "$root/$dockerfile" \
+    --build-arg PYTHON_BASE="$(standin_name)" --build-arg WHEELS="$context" -t "$image" "$root" >&2
+  for old in $(buildah_ images --format '{{.Name}}:{{.Tag}}' | grep "^localhost/videogen-$name:"); do
+    [ "$old" = "$image" ] || buildah_ rmi "$old" >/dev/null 2>&1 || log "kept $old (a container uses it)"
+  done
+  log "built $image in $((SECONDS - start))s"
+}
+
+names() {
+  echo "VIDEOGEN_BUILDAH_ROOT=$store/storage"
+  echo "VIDEOGEN_BUILDAH_RUNROOT=$store/run"
+  echo "VIDEOGEN_BUILDAH_DRIVER=$driver"
+  echo "VIDEOGEN_OPERATOR_IMAGE=$(operator_image)"
+  echo "VIDEOGEN_RUNNER_IMAGE=$(runner_image)"
+}
+
+case ${1:-} in
+  build)
+    mkdir -p "$store"
+    build_standin
+    build_image operator Dockerfile.operator requirements-operator.lock "$(operator_image)"
+    build_image runner Dockerfile.runner requirements-runner.lock "$(runner_image)"
+    names ;;
+  names)
+    for image in "$(operator_image)" "$(runner_image)"; do
+      exists "$image" || { log "$image is not built: run hack/images.sh build"; exit 1; }
+    done
+    names ;;
+  *) echo "usage: $0 build|names" >&2; exit 2 ;;
+esac
