@@ -5,10 +5,12 @@ Pure functions of the resource and the settings, so tests compare their whole ou
 
 import hashlib
 
+from pydantic.alias_generators import to_camel
+
 from videogen_operator.models import GROUP, VideoGenerationSpec
 from videogen_operator.settings import Settings
 from videogen_runner.errors import PERMANENT_EXIT_CODES
-from videogen_runner.request import GenerationRequest
+from videogen_runner.request import GenerationRequest, Loc, dotted
 
 MODEL_MOUNT = "/models"
 SCRATCH = "/tmp"
@@ -38,6 +40,32 @@ def task_id(namespace: str, name: str) -> str:
     return short_name(namespace, name, 128, sep=".")
 
 
+def uses_operator_credentials(spec: VideoGenerationSpec, settings: Settings) -> bool:
+    """Whether the pod reaches S3 as the operator's identity (its Secret, or the runner pods'
+    ServiceAccount), rather than with a Secret the resource brought."""
+    own = spec.output.credentials_secret
+    return own is None or own == settings.s3_credentials_secret
+
+
+def tenant_prefix(spec: VideoGenerationSpec, namespace: str, settings: Settings) -> str:
+    """The folder every key lies under: the namespace's, whenever the operator's identity is used,
+    so that no namespace can write or read another's objects through it."""
+    return f"{namespace}/" if uses_operator_credentials(spec, settings) else ""
+
+
+# Request fields that sit elsewhere in the spec; the rest keep their place (camelCased).
+SPEC_PLACE = {"width": ("video", "width"), "height": ("video", "height"), "frames": ("video", "frames"),
+              "fps": ("video", "fps"), "steps": ("sampling", "steps"), "seed": ("sampling", "seed"),
+              "guidance_scale": ("sampling", "guidanceScale"), "guidance_scale_2": ("sampling", "guidanceScale2"),
+              "flow_shift": ("sampling", "flowShift"), "sampler": ("sampling", "sampler")}
+
+
+def spec_field(loc: Loc) -> str:
+    """The spec's path (spec.video.frames, spec.loras[0].path) of a field of the runner's request."""
+    parts = SPEC_PLACE.get(str(loc[0]), loc[:1]) + tuple(loc[1:]) if loc else ()
+    return "spec." + dotted(tuple(p if isinstance(p, int) else to_camel(p) for p in parts))
+
+
 def build_request(spec: VideoGenerationSpec, namespace: str, name: str, settings: Settings) -> GenerationRequest:
     """The runner's request; raises pydantic's ValidationError when the runner would refuse it."""
     output = spec.output
@@ -64,6 +92,7 @@ def build_request(spec: VideoGenerationSpec, namespace: str, name: str, settings
             "path": OUTPUT_PATH,
             "bucket": output.bucket or settings.s3_bucket,
             **({"key": output.key} if output.key else {}),
+            "prefix": tenant_prefix(spec, namespace, settings),
             "endpoint_url": output.endpoint_url or settings.s3_endpoint_url,
             "region": output.region or settings.s3_region,
         },

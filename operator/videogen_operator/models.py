@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from videogen_runner.addresses import NON_PUBLIC
 from videogen_runner.presets import PresetName, Task
 from videogen_runner.request import MAX_PROMPT_CHARS
 from videogen_runner.result import Timings
@@ -26,6 +27,36 @@ def rule(expression: str, message: str, field_path: str | None = None, reason: s
             **({"reason": reason} if reason else {})}
 
 
+def checks(*rules: dict) -> dict:
+    """Field(**checks(...)): CEL rules on the field itself, so the API server names its path."""
+    return {"json_schema_extra": {"x-kubernetes-validations": list(rules)}}
+
+
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+OBJECT_NAME = rule(f"self.matches('{DNS_SUBDOMAIN}')",
+                   "must be a DNS-1123 subdomain name: lowercase letters, digits, '-' and '.'")
+NO_TRAVERSAL = "!self.split('/').exists(s, s == '' || s == '.' || s == '..')"
+INSIDE_VOLUME = rule(NO_TRAVERSAL, "must stay inside its volume: a relative path without '..', '.' or empty "
+                     "segments, no leading or trailing '/'")
+NO_USER_INFO = rule("!self.matches('^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@')",
+                    "must not hold user info or a password: credentials come only from Secrets")
+# A literal address in a URL must be public: the ranges are the runner's own (addresses.py),
+# which judges every resolved address again at fetch time. IPv4 written inside IPv6 is not an
+# address the API server's ip() accepts, so it is refused here as well. (One-element lists bind
+# the host and the address once: the API server's budget counts every re-parse.)
+PUBLIC_LITERAL = rule(
+    "!isURL(self) || [url(self).getHostname()].all(h, !isIP(h) ? !h.contains(':') : [ip(h)].all(a, !["
+    + ", ".join(f"'{network}'" for network in NON_PUBLIC if not network.startswith("::ffff:"))
+    + "].exists(c, cidr(c).containsIP(a))))",
+    "must not name a private, loopback, link-local or otherwise non-public address")
+QUANTITY = rule("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))",
+                "must be a positive quantity, e.g. '8', '500m' or '64Gi'")
+EXTENDED_RESOURCE = rule(
+    "self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$') && "
+    "!self.split('/')[0].endsWith('kubernetes.io')",
+    "must be an extended resource name such as nvidia.com/gpu (domain/name, outside kubernetes.io)")
+
+
 class Model(BaseModel):
     # Unknown fields are the API server's to refuse (the CRD's structural schema prunes them, and
     # kubectl's strict field validation reports them). Ignoring them here keeps an operator that
@@ -34,12 +65,14 @@ class Model(BaseModel):
 
 
 class SecretKey(Model):
-    name: str = Field(min_length=1, max_length=253, description="Secret in the resource's namespace.")
+    name: str = Field(min_length=1, max_length=253, description="Secret in the resource's namespace.",
+                      **checks(OBJECT_NAME))
     key: str = Field(min_length=1, max_length=253, description="Key within the Secret.")
 
 
 class PvcSource(Model):
-    claim_name: str = Field(min_length=1, max_length=253, description="PersistentVolumeClaim holding the weights.")
+    claim_name: str = Field(min_length=1, max_length=253, description="PersistentVolumeClaim holding the weights.",
+                            **checks(OBJECT_NAME))
 
 
 class ModelRef(Model):
@@ -48,9 +81,12 @@ class ModelRef(Model):
     preset: PresetName = Field(description="Model family: ti2v-5b, t2v-a14b or i2v-a14b.")
     pvc: PvcSource | None = Field(default=None, description="Weights on a PersistentVolumeClaim (mounted read-only).")
     host_path: str | None = Field(default=None, pattern=r"^/", max_length=1024,
-                                  description="Weights in a folder of the node (mounted read-only).")
+                                  description="Weights in a folder of the node (mounted read-only).",
+                                  **checks(rule(f"self == '/' || {NO_TRAVERSAL.replace('self.', 'self.substring(1).')}",
+                                                "must be an absolute path without '..', '.' or empty segments")))
     path: str = Field(default="", max_length=1024, pattern=r"^[A-Za-z0-9._/-]*$",
-                      description="Folder of the diffusers model (model_index.json) inside the volume.")
+                      description="Folder of the diffusers model (model_index.json) inside the volume.",
+                      **checks(rule(f"self == '' || {NO_TRAVERSAL}", INSIDE_VOLUME["message"])))
 
 
 SIZE_RULE = "multiple of 16 (A14B) or 32 (TI2V-5B)"
@@ -75,7 +111,7 @@ class Sampling(Model):
 
 class Lora(Model):
     path: str = Field(min_length=1, max_length=1024, pattern=r"^[A-Za-z0-9._/-]+$",
-                      description="LoRA file inside the model volume.")
+                      description="LoRA file inside the model volume.", **checks(INSIDE_VOLUME))
     weight: float = Field(default=1.0, ge=-4, le=4, description="Adapter strength.")
     experts: Literal["both", "high_noise", "low_noise"] = Field(default="both",
                                                                 description="A14B: which expert(s) get it.")
@@ -87,16 +123,19 @@ class Output(Model):
     key: str | None = Field(default=None, max_length=512,
                             description="Object key template: {task_id} {model} {seed} {date}.")
     endpoint_url: str | None = Field(default=None, pattern=r"^https?://", max_length=512,
-                                     description="S3-compatible endpoint (default: the operator's, else AWS).")
+                                     description="S3-compatible endpoint (default: the operator's, else AWS).",
+                                     **checks(NO_USER_INFO))
     region: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,32}$", description="S3 region.")
     credentials_secret: str | None = Field(
-        default=None, max_length=253,
-        description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (default: the operator's).")
+        default=None, max_length=253, **checks(OBJECT_NAME),
+        description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (default: the operator's). With "
+        "the operator's, keys lie under the namespace's folder; with a Secret of the resource's own, as given.")
 
 
 class Reporting(Model):
     redis_url: str | None = Field(default=None, pattern=r"^rediss?://", max_length=512,
-                                  description="redis://host:port/db (default: the operator's).")
+                                  description="redis://host:port/db (default: the operator's).",
+                                  **checks(NO_USER_INFO))
     password_secret: SecretKey | None = Field(default=None, description="Redis password, from a Secret.")
 
 
@@ -115,9 +154,12 @@ class Acceleration(Model):
 
 class Resources(Model):
     gpus: int = Field(default=1, ge=0, le=16, description="GPUs for the pod (0: CPU only, for tests).")
-    gpu_resource: str = Field(default="nvidia.com/gpu", max_length=253, description="Extended resource name.")
-    cpu: str | None = Field(default=None, max_length=32, description="CPU request and limit, e.g. '8'.")
-    memory: str | None = Field(default=None, max_length=32, description="Memory request and limit, e.g. '64Gi'.")
+    gpu_resource: str = Field(default="nvidia.com/gpu", max_length=253, description="Extended resource name.",
+                              **checks(EXTENDED_RESOURCE))
+    cpu: str | None = Field(default=None, max_length=32, description="CPU request and limit, e.g. '8'.",
+                            **checks(QUANTITY))
+    memory: str | None = Field(default=None, max_length=32, description="Memory request and limit, e.g. '64Gi'.",
+                               **checks(QUANTITY))
 
 
 class Toleration(Model):
@@ -139,7 +181,9 @@ class VideoGenerationSpec(Model):
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="What the video shows.")
     negative_prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS, description="What to avoid.")
     image: str | None = Field(default=None, pattern=r"^(s3|https)://", max_length=2048,
-                              description="First frame (i2v, ti2v): s3:// or https:// URL.")
+                              description="First frame (i2v, ti2v): s3:// or https:// URL (public hosts only; "
+                              "s3:// under the namespace's folder with the operator's credentials).",
+                              **checks(NO_USER_INFO, PUBLIC_LITERAL))
     video: Video = Field(default_factory=Video, description="Size, frames and fps (default: the family's).")
     sampling: Sampling = Field(default_factory=Sampling, description="Steps, guidance, shift, solver, seed.")
     loras: list[Lora] = Field(default_factory=list, max_length=8, description="LoRAs merged into the model.")
@@ -150,14 +194,16 @@ class VideoGenerationSpec(Model):
     resources: Resources = Field(default_factory=Resources, description="GPUs, CPU and memory of the pod.")
     node_selector: dict[str, str] | None = Field(default=None, description="Node labels the pod must match.")
     tolerations: list[Toleration] | None = Field(default=None, description="Taints the pod tolerates.")
-    priority_class_name: str | None = Field(default=None, max_length=253, description="Pod priority class.")
+    priority_class_name: str | None = Field(default=None, max_length=253, description="Pod priority class.",
+                                            **checks(OBJECT_NAME))
     runner_image: str | None = Field(default=None, max_length=512, description="Runner image override.")
     deadline_seconds: int | None = Field(default=None, ge=60, description="Job activeDeadlineSeconds.")
     retries: int = Field(default=2, ge=0, le=10, description="Retries of retryable failures (backoffLimit).")
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0,
                                                    description="Delete the finished Job (never the resource) after.")
     suspend: bool = Field(default=False, description="Stop (delete the running pod) while true; resume when false.")
-    queue_name: str | None = Field(default=None, max_length=63, description="Kueue LocalQueue.")
+    queue_name: str | None = Field(default=None, max_length=63, description="Kueue LocalQueue.",
+                                   **checks(OBJECT_NAME))
 
 
 class Condition(Model):

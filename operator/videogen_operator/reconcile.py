@@ -2,6 +2,7 @@
 status and events. The decisions are made by the pure builders (job.py) and status.py."""
 
 import datetime
+import json
 import logging
 import os
 import threading
@@ -17,7 +18,7 @@ from videogen_operator import metrics
 from videogen_operator.models import GROUP, KIND, PLURAL, VERSION, VideoGenerationSpec
 from videogen_operator.settings import Settings
 from videogen_operator.status import TERMINAL, compute_status, conditions
-from videogen_runner.request import describe
+from videogen_runner.request import describe, dotted
 
 log = logging.getLogger(__name__)
 REDIS_RETRY_S = 15.0
@@ -36,9 +37,12 @@ def parse_spec(body: dict, settings: Settings) -> tuple[VideoGenerationSpec, obj
     meta = body["metadata"]
     try:
         spec = VideoGenerationSpec.model_validate(body["spec"])
+    except ValidationError as e:
+        raise InvalidSpec(describe(e, lambda loc: "spec." + dotted(loc))) from None
+    try:
         request = jobs.build_request(spec, meta["namespace"], meta["name"], settings)
     except ValidationError as e:
-        raise InvalidSpec(describe(e, prefix="spec.")) from None
+        raise InvalidSpec(describe(e, jobs.spec_field)) from None
     if request.output.bucket is None:
         raise InvalidSpec("spec.output.bucket: no bucket given and the operator has no default")
     # Who may create a VideoGeneration must not thereby run any image or read any node folder.
@@ -52,6 +56,14 @@ def parse_spec(body: dict, settings: Settings) -> tuple[VideoGenerationSpec, obj
         raise InvalidSpec(f"spec.model.hostPath: {spec.model.host_path} is not under an allowed folder "
                           f"({settings.allowed_host_paths or 'none allowed: use a pvc'})")
     return spec, request
+
+
+def api_message(error: kubernetes.client.ApiException) -> str:
+    """The API server's own sentence from an error (its Status body), not the escaped JSON."""
+    try:
+        return json.loads(error.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return f"{error.reason}: {error.body}"
 
 
 def inside(path: str, folders: list[str]) -> bool:
@@ -89,7 +101,7 @@ class Reconciler:
             self.batch.create_namespaced_job(namespace, manifest)
         except kubernetes.client.ApiException as e:
             if e.status in (400, 422):
-                raise InvalidSpec(f"the Job was refused: {e.reason}: {e.body}"[:1000]) from None
+                raise InvalidSpec(f"the Job was refused: {api_message(e)}"[:1000]) from None
             if e.status != 409:
                 raise
             if self.job_of(body) is None:  # a Job of an earlier resource of the same name, still being deleted

@@ -2,16 +2,21 @@
 
 Both sides validate it with these models (pydantic only, no torch), so a request that the
 runner would refuse is refused before any model loads, with the field named.
-Credentials never travel in it: S3 and Redis secrets reach the runner as environment variables.
+Credentials never travel in it: S3 and Redis secrets reach the runner as environment variables,
+and a URL holding user info (a password) is refused.
 """
 
 import re
 import string
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from videogen_runner.addresses import literal_address, why_not_public
 from videogen_runner.presets import PRESETS, PresetName, Task
 
 TASK_ID = re.compile(r"[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?")
@@ -19,17 +24,71 @@ TASK_ID_PATTERN = f"^{TASK_ID.pattern}$"
 MAX_PROMPT_CHARS = 2000  # UMT5 reads 512 tokens; longer text would be cut silently
 KEY_TEMPLATE_FIELDS = {"task_id", "model", "seed", "date"}
 SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/=-]*")
+KEY_PREFIX_PATTERN = r"^([a-z0-9][a-z0-9.-]*/)?$"  # "" or one namespace-like folder: "team-a/"
 IMAGE_SCHEMES = ("s3://", "https://")
+Loc = tuple[str | int, ...]
 
 
-def describe(error: ValidationError, prefix: str = "") -> str:
-    """One line per problem, each starting with the field's dotted name (after `prefix`)."""
+def dotted(loc: Loc) -> str:
+    """A field's path as Kubernetes writes it: loras[0].path."""
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).removeprefix(".")
+
+
+def describe(error: ValidationError, where: Callable[[Loc], str] = dotted) -> str:
+    """One line per problem, each starting with the field's name (`where` spells it)."""
     lines = []
     for e in error.errors():
-        where = ".".join(str(part) for part in e["loc"])
         message = e["msg"].removeprefix("Value error, ")
-        lines.append(f"{prefix}{where}: {message}" if where else message)
+        lines.append(f"{where(e['loc'])}: {message}" if e["loc"] else message)
     return "; ".join(lines)
+
+
+def invalid(loc: Loc, message: str, value: object) -> ValidationError:
+    """A validation error of a whole-request check, located at the field it is about."""
+    error = PydanticCustomError("value_error", "{message}", {"message": message})
+    return ValidationError.from_exception_data("GenerationRequest", [
+        InitErrorDetails(type=error, loc=loc, input=value)])
+
+
+def credentials_problem(url: str) -> str | None:
+    """Why a URL may not be used anywhere: it carries user info (a password), in plain text."""
+    if "@" in urlsplit(url).netloc:
+        return "must not hold user info or a password (credentials come from Secrets)"
+    return None
+
+
+def input_url_problem(url: str) -> str | None:
+    """Why an input URL may not be fetched: credentials, or a literal host that is not public
+    (services such as S3 and Redis endpoints may be private; inputs may not)."""
+    if problem := credentials_problem(url):
+        return problem
+    address = literal_address(urlsplit(url).hostname or "")
+    if address is not None and (why := why_not_public(address)):
+        return f"host {why}; only public addresses are fetched"
+    return None
+
+
+def key_problem(key: str) -> str | None:
+    """Why a string is not a safe object key (no traversal, no odd characters, not too long)."""
+    if not SAFE_KEY.fullmatch(key) or len(key) > 1024 or any(s in ("", ".", "..") for s in key.split("/")):
+        return f"{key!r} is not a safe object key (letters, digits, . _ / = -; no empty, . or .. segments)"
+    return None
+
+
+def path_problem(path: str) -> str | None:
+    """Why a local path would leave the folder it names (.., . or empty segments)."""
+    if any(s in ("", ".", "..") for s in path.removeprefix("/").removesuffix("/").split("/")):
+        return f"{path!r} must not hold '..', '.' or empty segments"
+    return None
+
+
+def checked(problem: Callable[[str], str | None]):
+    """A field validator from a problem function (None: fine)."""
+    def check(value):
+        if value is not None and (message := problem(value)):
+            raise ValueError(message)
+        return value
+    return check
 
 
 class Strict(BaseModel):
@@ -42,6 +101,8 @@ class ModelSource(Strict):
     preset: PresetName = Field(description="Model family: ti2v-5b, t2v-a14b or i2v-a14b.")
     path: str = Field(min_length=1, description="Local folder with the diffusers layout (model_index.json).")
 
+    _inside = field_validator("path")(checked(path_problem))
+
 
 class Lora(Strict):
     path: str = Field(min_length=1, description="Local .safetensors file or folder of a LoRA.")
@@ -49,6 +110,8 @@ class Lora(Strict):
     experts: Literal["both", "high_noise", "low_noise"] = Field(
         default="both", description="A14B models: which expert(s) receive the LoRA."
     )
+
+    _inside = field_validator("path")(checked(path_problem))
 
 
 class Output(Strict):
@@ -61,8 +124,14 @@ class Output(Strict):
         max_length=512,
         description="Object key template; fields: {task_id} {model} {seed} {date}.",
     )
+    prefix: str = Field(
+        default="", pattern=KEY_PREFIX_PATTERN,
+        description="Folder every key this request writes or reads lies under (the operator: the tenant's).",
+    )
     endpoint_url: str | None = Field(default=None, pattern=r"^https?://", description="S3-compatible endpoint.")
     region: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,32}$")
+
+    _no_credentials = field_validator("endpoint_url")(checked(credentials_problem))
 
     @field_validator("key")
     @classmethod
@@ -81,6 +150,8 @@ class Reporting(Strict):
     """Redis progress reporting; the password comes from the REDIS_PASSWORD environment variable."""
 
     redis_url: str | None = Field(default=None, pattern=r"^rediss?://", description="redis://host:port/db")
+
+    _no_credentials = field_validator("redis_url")(checked(credentials_problem))
     key_prefix: str = Field(default="videogen", pattern=r"^[A-Za-z0-9:_-]{1,64}$")
     ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60, description="Expiry of the task's keys.")
 
@@ -156,9 +227,13 @@ class GenerationRequest(Strict):
 
     @field_validator("image")
     @classmethod
-    def _allowed_scheme(cls, image: str | None) -> str | None:
-        if image is not None and not image.startswith(IMAGE_SCHEMES):
+    def _allowed_url(cls, image: str | None) -> str | None:
+        if image is None:
+            return image
+        if not image.startswith(IMAGE_SCHEMES):
             raise ValueError(f"must start with one of {IMAGE_SCHEMES}")
+        if problem := input_url_problem(image):
+            raise ValueError(problem)
         return image
 
     @model_validator(mode="after")
@@ -171,36 +246,48 @@ class GenerationRequest(Strict):
                 setattr(self, name, getattr(preset, name))
         # 2. What the family can do.
         if self.task not in preset.tasks:
-            raise ValueError(f"task: {self.task!r} is not supported by {preset.name} (supported: {preset.tasks})")
+            raise invalid(("task",), f"{self.task!r} is not supported by {preset.name} (supported: {preset.tasks})",
+                          self.task)
         if self.task == "i2v" and self.image is None:
-            raise ValueError("image: required for task i2v")
+            raise invalid(("image",), "required for task i2v", None)
         if self.task == "t2v" and self.image is not None:
-            raise ValueError("image: not allowed for task t2v (use i2v or ti2v)")
+            raise invalid(("image",), "not allowed for task t2v (use i2v or ti2v)", self.image)
         if preset.two_experts:
             if self.guidance_scale_2 is None:
                 self.guidance_scale_2 = preset.guidance_scale_2
         elif self.guidance_scale_2 is not None:
-            raise ValueError(f"guidance_scale_2: only the two-expert A14B models take it, not {preset.name}")
-        if not preset.two_experts and any(lora.experts != "both" for lora in self.loras):
-            raise ValueError(f"loras: experts must be 'both' for the one-transformer {preset.name}")
+            raise invalid(("guidance_scale_2",), f"only the two-expert A14B models take it, not {preset.name}",
+                          self.guidance_scale_2)
+        for i, lora in enumerate(self.loras):
+            if not preset.two_experts and lora.experts != "both":
+                raise invalid(("loras", i, "experts"), f"must be 'both' for the one-transformer {preset.name}",
+                              lora.experts)
         # 3. Shapes the VAE and the transformer's patches can represent exactly.
         if (self.frames - 1) % 4:
-            raise ValueError(f"frames: must be 4k+1 (1, 5, 9, … 81, … 121), got {self.frames}")
+            raise invalid(("frames",), f"must be 4k+1 (1, 5, 9, … 81, … 121), got {self.frames}", self.frames)
         for name in ("width", "height"):
             if getattr(self, name) % preset.size_multiple:
-                raise ValueError(
-                    f"{name}: must be a multiple of {preset.size_multiple} for {preset.name}, got {getattr(self, name)}"
-                )
-        # 4. The object key must be safe whatever the seed and date turn out to be.
+                raise invalid((name,), f"must be a multiple of {preset.size_multiple} for {preset.name}, "
+                              f"got {getattr(self, name)}", getattr(self, name))
+        # 4. Storage: the key must be safe whatever the seed and date turn out to be, and every
+        #    key written or read lies under the prefix (the tenant's folder).
         self.object_key(seed=self.seed or 0)
+        if self.image and self.image.startswith("s3://"):
+            bucket, _, key = self.image.removeprefix("s3://").partition("/")
+            if not bucket or (problem := key_problem(key)):
+                raise invalid(("image",), f"must be s3://bucket/key with a safe key: {problem or 'no bucket'}",
+                              self.image)
+            if not key.startswith(self.output.prefix):
+                raise invalid(("image",), f"{self.image} is outside this request's folder "
+                              f"{self.output.prefix!r}: only objects under it can be read", self.image)
         return self
 
     def object_key(self, seed: int, now: datetime | None = None) -> str:
-        """The S3 key from the template; user text never reaches it unchecked."""
+        """The S3 key: the prefix, then the template; user text never reaches it unchecked."""
         now = now or datetime.now(UTC)
         date = now.strftime("%Y-%m-%d")
-        key = self.output.key.format(task_id=self.task_id, model=self.model.preset, seed=seed, date=date)
-        segments = key.split("/")
-        if not SAFE_KEY.fullmatch(key) or len(key) > 1024 or any(s in ("", ".", "..") for s in segments):
-            raise ValueError(f"output.key: {key!r} is not a safe object key")
+        key = self.output.prefix + self.output.key.format(
+            task_id=self.task_id, model=self.model.preset, seed=seed, date=date)
+        if problem := key_problem(key):
+            raise invalid(("output", "key"), problem, self.output.key)
         return key

@@ -5,7 +5,6 @@ boto3 reads them; nothing in the request can carry one.
 """
 
 import http.client
-import ipaddress
 import socket
 import ssl
 from io import BytesIO
@@ -18,6 +17,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from PIL import Image
 
+from videogen_runner.addresses import why_not_public
 from videogen_runner.errors import InputUnavailable, InvalidRequest, UploadFailed
 from videogen_runner.request import Output
 
@@ -65,8 +65,9 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
 
 
 def check_image_url(url: str) -> str | None:
-    """Refuses URLs that would reach the node itself or cloud metadata (link-local, loopback);
-    returns the vetted address of an https:// host, the one to connect to."""
+    """Refuses URLs whose host resolves to any address that is not public (the node, cloud
+    metadata, private services); returns the vetted address of an https:// host, the one to
+    connect to. The request model has already judged literal addresses and s3:// keys."""
     parsed = urlparse(url)
     if parsed.scheme == "s3":
         if not parsed.netloc or not parsed.path.strip("/"):
@@ -75,13 +76,13 @@ def check_image_url(url: str) -> str | None:
     if parsed.scheme != "https" or not parsed.hostname:
         raise InvalidRequest(f"image: {url!r} must be an s3:// or https:// URL")
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(parsed.hostname, parsed.port or 443)}
+        addresses = {info[4][0] for info in socket.getaddrinfo(parsed.hostname, parsed.port or 443,
+                                                               type=socket.SOCK_STREAM)}
     except socket.gaierror as e:
         raise InputUnavailable(f"image: cannot resolve {parsed.hostname}: {e}") from e
-    for address in addresses:
-        ip = ipaddress.ip_address(address.split("%")[0])
-        if ip.is_link_local or ip.is_loopback or ip.is_unspecified or ip.is_multicast:
-            raise InvalidRequest(f"image: {parsed.hostname} resolves to {ip}, which is not allowed")
+    for address in sorted(addresses):  # one bad answer refuses the host: DNS could hand out either
+        if why := why_not_public(address):
+            raise InvalidRequest(f"image: {parsed.hostname} resolves to {why}; only public addresses are fetched")
     return sorted(addresses)[0]
 
 

@@ -19,23 +19,27 @@ from tests.support.services import S3_CREDENTIALS, Server, free_port, s3_client,
 ROOT = Path(__file__).parents[2]
 CRD = ROOT / "crds" / "videogenerations.videogen.io.yaml"
 BUCKET = "videos"
+NAMESPACE = "videogen-system"  # the operator's own
 pytestmark = pytest.mark.cluster
 
 
-def chart_identity(cluster, kube_bin, folder: Path) -> Path:
-    """A kubeconfig for the chart's own ServiceAccount, bound by the chart's own RBAC: the
-    operator runs with exactly the permissions a `helm install` gives it."""
-    namespace = "videogen-system"
-    cluster.kubectl("create", "namespace", namespace, check=False)
+def chart_token(cluster, kube_bin) -> str:
+    """A token of the chart's own ServiceAccount, bound by the chart's own RBAC: the operator runs
+    with exactly the permissions a `helm install` gives it."""
+    cluster.kubectl("create", "namespace", NAMESPACE, check=False)
     rendered = subprocess.run(
-        [str(kube_bin / "helm"), "template", "vg", str(ROOT / "helm" / "videogen"), "--namespace", namespace,
+        [str(kube_bin / "helm"), "template", "vg", str(ROOT / "helm" / "videogen"), "--namespace", NAMESPACE,
          "--kube-version", "1.37.2",
          "--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml"],
         capture_output=True, text=True, check=True, timeout=60).stdout
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=rendered)
-    token = cluster.kubectl("create", "token", "vg-videogen", "-n", namespace, "--duration=2h").stdout.strip()
+    cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=rendered)
+    return cluster.kubectl("create", "token", "vg-videogen", "-n", NAMESPACE, "--duration=2h").stdout.strip()
+
+
+def chart_identity(cluster, kube_bin, folder: Path) -> Path:
+    """A kubeconfig holding the chart ServiceAccount's token."""
     config = yaml.safe_load(cluster.kubeconfig.read_text())
-    config["users"] = [{"name": "operator", "user": {"token": token}}]
+    config["users"] = [{"name": "operator", "user": {"token": chart_token(cluster, kube_bin)}}]
     for context in config["contexts"]:
         context["context"]["user"] = "operator"
     path = folder / "operator.kubeconfig"
@@ -43,27 +47,39 @@ def chart_identity(cluster, kube_bin, folder: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def operator(kube_cluster, kube_bin, pod_executor, redis_server, s3_server, tmp_path_factory):
-    kube_cluster.kubectl("apply", "--server-side", "-f", str(CRD))
-    kube_cluster.kubectl("wait", "--for=condition=Established", "crd/videogenerations.videogen.io", "--timeout=30s")
+def prepare(cluster, s3_server) -> None:
+    """The CRD installed and the bucket made."""
+    cluster.kubectl("apply", "--server-side", "-f", str(CRD))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/videogenerations.videogen.io", "--timeout=30s")
     client = s3_client(s3_server.endpoint)
     if BUCKET not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
         client.create_bucket(Bucket=BUCKET)
+
+
+def operator_settings(s3_server, redis_server) -> dict[str, str]:
+    """The operator's settings in these tests: the test's S3 and Redis, fast resyncs, free ports."""
+    return {"VIDEOGEN_S3_ENDPOINT_URL": s3_server.endpoint, "VIDEOGEN_S3_REGION": "us-east-1",
+            "VIDEOGEN_S3_BUCKET": BUCKET, "VIDEOGEN_S3_CREDENTIALS_SECRET": "s3-credentials",
+            "VIDEOGEN_REDIS_URL": redis_server.url, "VIDEOGEN_PROGRESS_INTERVAL_SECONDS": "0",
+            "VIDEOGEN_RESYNC_SECONDS": "5",
+            "VIDEOGEN_ALLOWED_HOST_PATHS": json.dumps([tempfile.gettempdir()]),
+            "VIDEOGEN_METRICS_PORT": str(free_port()), "VIDEOGEN_HEALTH_PORT": str(free_port())}
+
+
+def healthy(env: dict[str, str]):
+    health = f"http://127.0.0.1:{env['VIDEOGEN_HEALTH_PORT']}/healthz"
+    return lambda: urllib.request.urlopen(health, timeout=2).status == 200
+
+
+@pytest.fixture(scope="module")
+def operator(kube_cluster, kube_bin, pod_executor, redis_server, s3_server, tmp_path_factory):
+    prepare(kube_cluster, s3_server)
     # The runner command stays the default `videogen-runner`, found on the pod executor's PATH (the
     # test interpreter's folder first): a full path under /tmp would be taken for the pod's /tmp.
     kubeconfig = chart_identity(kube_cluster, kube_bin, tmp_path_factory.mktemp("identity"))
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig),
-           "VIDEOGEN_S3_ENDPOINT_URL": s3_server.endpoint, "VIDEOGEN_S3_REGION": "us-east-1",
-           "VIDEOGEN_S3_BUCKET": BUCKET, "VIDEOGEN_S3_CREDENTIALS_SECRET": "s3-credentials",
-           "VIDEOGEN_REDIS_URL": redis_server.url, "VIDEOGEN_PROGRESS_INTERVAL_SECONDS": "0",
-           "VIDEOGEN_RESYNC_SECONDS": "5",
-           "VIDEOGEN_ALLOWED_HOST_PATHS": json.dumps([tempfile.gettempdir()]),
-           "VIDEOGEN_METRICS_PORT": str(free_port()), "VIDEOGEN_HEALTH_PORT": str(free_port())}
-    health = f"http://127.0.0.1:{env['VIDEOGEN_HEALTH_PORT']}/healthz"
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), **operator_settings(s3_server, redis_server)}
     server = Server("videogen-operator", [sys.executable, "-m", "videogen_operator.main"],
-                    int(env["VIDEOGEN_HEALTH_PORT"]), lambda: urllib.request.urlopen(health, timeout=2).status == 200,
-                    tmp_path_factory.mktemp("operator") / "log", env)
+                    int(env["VIDEOGEN_HEALTH_PORT"]), healthy(env), tmp_path_factory.mktemp("operator") / "log", env)
     server.cluster = kube_cluster
     server.start()
     yield server
@@ -120,8 +136,9 @@ def test_tiny_example_succeeds_with_the_video_in_s3(operator, namespace, tiny_mo
     status = status_of(cluster, namespace, "tiny")
     assert status["phase"] == "Succeeded", status
     output = status["output"]
-    assert output["uri"] == f"s3://{BUCKET}/{namespace}.tiny.mp4"
-    body = s3_client(s3_server.endpoint).get_object(Bucket=BUCKET, Key=f"{namespace}.tiny.mp4")["Body"].read()
+    assert output["uri"] == f"s3://{BUCKET}/{namespace}/{namespace}.tiny.mp4"  # under the namespace's folder
+    key = f"{namespace}/{namespace}.tiny.mp4"
+    body = s3_client(s3_server.endpoint).get_object(Bucket=BUCKET, Key=key)["Body"].read()
     assert output["sha256"] == hashlib.sha256(body).hexdigest() and output["bytes"] == len(body)
     assert (output["frames"], output["width"], output["height"], output["fps"], output["seed"]) == (9, 64, 64, 24, 7)
     assert output["timings"]["denoise"] > 0
@@ -151,7 +168,8 @@ def test_without_redis_the_status_is_still_complete(operator, namespace, tiny_mo
         operator.cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", "vg/no-redis",
                                  "--timeout=180s")
     status = status_of(operator.cluster, namespace, "no-redis")
-    assert status["output"]["uri"].endswith(f"{namespace}.no-redis.mp4") and len(status["output"]["sha256"]) == 64
+    assert status["output"]["uri"].endswith(f"/{namespace}/{namespace}.no-redis.mp4")
+    assert len(status["output"]["sha256"]) == 64
     assert status["progress"] == {"stage": "succeeded", "percent": 100.0}
 
 
@@ -176,9 +194,10 @@ def test_a_runner_failure_ends_failed_with_its_reason(operator, namespace, tiny_
 @pytest.mark.parametrize("name, spec, field", [
     ("bad-key", {"output": {"key": "{task_id}/{secret}.mp4"}}, "spec.output.key"),
     ("own-image", {"runnerImage": "somewhere/else:latest"}, "spec.runnerImage"),
-    ("node-secrets", {"model": {"preset": "ti2v-5b", "hostPath": "/var/lib/kubelet/../../etc", "path": "x"}},
-     "spec.model.hostPath"),
+    ("node-secrets", {"model": {"preset": "ti2v-5b", "hostPath": "/var/lib/kubelet", "path": "pods"}},
+     "spec.model.hostPath: /var/lib/kubelet is not under an allowed folder"),
     ("jump-the-queue", {"priorityClassName": "system-cluster-critical"}, "spec.priorityClassName"),
+    ("bad-selector", {"nodeSelector": {"gpu": "not a label value!"}}, "spec.template.spec.nodeSelector: Invalid"),
 ])
 def test_what_only_the_operator_can_judge_is_invalid_spec(operator, namespace, tiny_models, name, spec, field):
     apply(operator.cluster, namespace, tiny_manifest(tiny_models, name, **spec))

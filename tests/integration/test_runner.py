@@ -143,6 +143,15 @@ def test_s3_down_is_a_retryable_upload_failure(tiny_models, s3, s3_server, redis
         ({"output": {"bucket": "videos", "key": "../../etc/{task_id}"}}, "output.key"),
         ({"model": {"preset": "t2v-a14b", "path": "/nonexistent"}, "task": "i2v"}, "task"),
         ({"unknown_field": 1}, "unknown_field"),
+        # Hostile requests: each reaches nothing and loads nothing.
+        ({"image": "https://[::ffff:127.0.0.1]/x.png"}, "image"),
+        ({"image": "https://[64:ff9b::a9fe:a9fe]/latest/meta-data"}, "image"),
+        ({"image": "s3://videos/other-team/frame.png", "output": {"bucket": "videos", "prefix": "team-b/"}}, "image"),
+        ({"output": {"bucket": "videos", "key": "vid\u00e9o/{task_id}.mp4"}}, "output.key"),
+        ({"output": {"bucket": "videos", "endpoint_url": "http://key:secret@127.0.0.1:1"}}, "output.endpoint_url"),
+        ({"reporting": {"redis_url": "redis://:secret@127.0.0.1:1/0"}}, "reporting.redis_url"),
+        ({"model": {"preset": "ti2v-5b", "path": "/models/../../etc"}}, "model.path"),
+        ({"loras": [{"path": "/models/../../../etc/passwd"}]}, "loras[0].path"),
     ],
 )
 def test_bad_requests_fail_fast_naming_the_field(overrides, field, tiny_models, s3, redis_client, redis_server,
@@ -154,7 +163,23 @@ def test_bad_requests_fail_fast_naming_the_field(overrides, field, tiny_models, 
     assert result["reason"] == "InvalidRequest"
     assert f"{field}:" in result["message"]
     assert time.monotonic() - started < 20  # refused before any model loads
-    assert redis_client.hgetall("videogen:task:t-ti2v-5b")["error_reason"] == "InvalidRequest"
+    if "reporting" not in overrides:  # a Redis URL that holds a password is not used at all
+        assert redis_client.hgetall("videogen:task:t-ti2v-5b")["error_reason"] == "InvalidRequest"
+
+
+@pytest.mark.parametrize("host", ["localhost", "2130706433", "127.1", "0x7f000001", "0177.0.0.1"])
+def test_hosts_that_resolve_to_loopback_are_refused_before_loading(host, tiny_models, s3, redis_client, redis_server,
+                                                                   tmp_path):
+    """Names and numeric spellings that only the resolver turns into 127.0.0.1: judged after
+    resolution, a permanent bad request, and no model loaded."""
+    task_id = "t-host-" + hashlib.sha256(host.encode()).hexdigest()[:8]
+    request = request_for("ti2v-5b", tiny_models, s3, redis_server.url, tmp_path, task_id=task_id,
+                          image=f"https://{host}:1/x.png")
+    code, result, _ = run_runner(request, tmp_path)
+    assert (code, result["reason"]) == (10, "InvalidRequest")
+    assert result["message"].startswith(f"image: {host} resolves to ") and "loopback" in result["message"]
+    stages, _ = stream_stages(redis_client, request["task_id"])
+    assert "loading" not in stages and stages[-1] == "failed"
 
 
 def test_missing_or_wrong_model_is_permanent(tiny_models, s3, redis_server, tmp_path):

@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from videogen_runner.presets import PRESETS
-from videogen_runner.request import GenerationRequest
+from videogen_runner.request import GenerationRequest, describe
 
 
 def make(**fields):
@@ -62,14 +62,40 @@ def test_explicit_values_win():
         ({"task_id": "Bad_ID"}, "String should match pattern"),
         ({"reporting": {"redis_url": "http://redis"}}, "String should match pattern"),
         ({"loras": [{"path": "/l.safetensors", "experts": "low_noise"}],
-          "model": {"preset": "ti2v-5b", "path": "/m"}}, "loras: experts must be 'both'"),
-        ({"surprise": True}, "Extra inputs are not permitted"),
+          "model": {"preset": "ti2v-5b", "path": "/m"}}, "loras[0].experts: must be 'both'"),
+        ({"surprise": True}, "surprise: Extra inputs are not permitted"),
+        # Hostile input: credentials in URLs, non-public literal addresses, paths and keys that escape.
+        ({"reporting": {"redis_url": "redis://:hunter2@redis:6379/0"}}, "reporting.redis_url: must not hold user"),
+        ({"output": {"endpoint_url": "http://KEY:SECRET@s3.local"}}, "output.endpoint_url: must not hold user"),
+        ({"model": {"preset": "i2v-a14b", "path": "/m"}, "image": "https://user@example.com/a.png"},
+         "image: must not hold user"),
+        ({"model": {"preset": "i2v-a14b", "path": "/m"}, "image": "https://[::ffff:127.0.0.1]/x.png"},
+         "image: host ::ffff:7f00:1 (that is 127.0.0.1) is loopback"),
+        ({"model": {"preset": "i2v-a14b", "path": "/m"}, "image": "https://10.1.2.3/x.png"},
+         "image: host 10.1.2.3 is private (RFC 1918)"),
+        ({"model": {"preset": "i2v-a14b", "path": "/m"}, "image": "https://[fd12::1]:8443/x.png"},
+         "image: host fd12::1 is unique-local"),
+        ({"model": {"preset": "i2v-a14b", "path": "/m"}, "image": "https://[64:ff9b::a9fe:a9fe]/x.png"},
+         "is link-local (cloud metadata)"),
+        ({"model": {"preset": "i2v-a14b", "path": "/m"}, "image": "s3://in/../other/x.png"},
+         "image: must be s3://bucket/key with a safe key"),
+        ({"model": {"preset": "i2v-a14b", "path": "/m"}, "image": "s3://in/a/x.png", "output": {"prefix": "b/"}},
+         "image: s3://in/a/x.png is outside this request's folder 'b/'"),
+        ({"model": {"preset": "t2v-a14b", "path": "/models/../../etc"}}, "model.path: '/models/../../etc' must not"),
+        ({"loras": [{"path": "/models/../../../etc/passwd"}]}, "loras[0].path: '/models/../../../etc/passwd'"),
+        ({"output": {"prefix": "../"}}, "output.prefix: String should match pattern"),
     ],
 )
 def test_invalid_requests_name_the_problem(fields, message):
     with pytest.raises(ValidationError) as e:
         make(**fields)
-    assert message in str(e.value)
+    assert message in describe(e.value)
+
+
+def test_keys_lie_under_the_prefix():
+    r = make(model={"preset": "i2v-a14b", "path": "/m"}, image="s3://in/team-a/x.png",
+             output={"bucket": "videos", "key": "{task_id}.mp4", "prefix": "team-a/"})
+    assert r.object_key(seed=1) == "team-a/job-1.mp4"
 
 
 def test_object_key_template():
