@@ -23,7 +23,7 @@ from videogen_runner.model_folder import infer_preset
 from videogen_runner.presets import PRESETS
 from videogen_runner.progress import ProgressReporter
 from videogen_runner.request import TASK_ID, GenerationRequest, Reporting, describe
-from videogen_runner.result import RunResult
+from videogen_runner.result import RunResult, Timings
 
 log = logging.getLogger("videogen_runner")
 WAN_TASK_NAMES = {"t2v-a14b": "t2v-a14b", "i2v-a14b": "i2v-a14b", "ti2v-5b": "ti2v-5b"}
@@ -163,8 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         from videogen_runner.generate import run
 
         if parallel.world_size() == 1 and (processes := parallel.processes_for(request)) > 1:
-            # Every rank must draw the same noise: the seed is fixed here when the request has none.
-            seed = request.seed if request.seed is not None else random.randrange(2**32)
+            # Every rank must draw the same noise: the seed is fixed here when the request has none
+            # (the one of the run that left a checkpoint, if any).
+            seed = request.seed if request.seed is not None else checkpoint_seed(request) or random.randrange(2**32)
             command = [*(sys.argv[1:] if argv is None else argv), "--base_seed", str(seed)]
             result = parallel.launch(command, processes, request.task_id)
         else:
@@ -172,13 +173,13 @@ def main(argv: list[str] | None = None) -> int:
                 reporter = ProgressReporter(request.task_id, Reporting())
             result = run(request, reporter)
     except RunnerError as e:
-        result = failure(task_id, e)
+        result = failure(task_id, e, e)
     except Exception as e:  # noqa: BLE001 - every failure must end with a result
         if type(e).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch here
-            result = failure(task_id, OutOfGpuMemory(f"out of GPU memory: {e}"))
+            result = failure(task_id, OutOfGpuMemory(f"out of GPU memory: {e}"), e)
         else:
             log.exception("unexpected failure")
-            result = failure(task_id, RunnerError(f"{type(e).__name__}: {e}"))
+            result = failure(task_id, RunnerError(f"{type(e).__name__}: {e}"), e)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # one rank of several: the launcher reports the outcome
         from videogen_runner import parallel
 
@@ -189,6 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     write_termination_message(termination_path, result)
     print(result.model_dump_json(exclude_none=True), flush=True)
     return result.exit_code
+
+
+def checkpoint_seed(request: GenerationRequest) -> int | None:
+    from videogen_runner import checkpoint, storage
+
+    store = checkpoint.store_for(request, lambda: storage.s3_client(request.output))
+    return checkpoint.saved_seed(store, request) if store else None
 
 
 def reporter_for(doc: dict) -> ProgressReporter | None:
@@ -203,10 +211,11 @@ def reporter_for(doc: dict) -> ProgressReporter | None:
     return ProgressReporter(task_id, reporting)
 
 
-def failure(task_id: str, error: RunnerError) -> RunResult:
+def failure(task_id: str, error: RunnerError, cause: Exception) -> RunResult:
+    """The failed result, with the timings the attempt spent (generate.run puts them on the cause)."""
     log.error("%s: %s", error.reason, error.message)
-    return RunResult(task_id=task_id, status="failed", exit_code=int(error.exit_code),
-                     reason=error.reason, message=error.message)
+    return RunResult(task_id=task_id, status="failed", exit_code=int(error.exit_code), reason=error.reason,
+                     message=error.message, timings=getattr(cause, "timings", None) or Timings())
 
 
 def write_termination_message(path: str, result: RunResult) -> None:

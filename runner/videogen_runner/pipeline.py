@@ -15,6 +15,7 @@ from diffusers.hooks import FirstBlockCacheConfig, TaylorSeerCacheConfig
 from PIL import Image
 
 from videogen_runner import attention, parallel, sampling, vae_decode
+from videogen_runner.checkpoint import Checkpoint
 from videogen_runner.errors import InvalidRequest
 from videogen_runner.request import GenerationRequest
 from videogen_runner.result import Timings
@@ -162,6 +163,14 @@ def load_loras(pipe, request: GenerationRequest) -> None:
         pipe.unload_lora_weights()
 
 
+def expert_of(pipe, timestep) -> str:
+    """Which transformer denoises at `timestep` (the A14B models switch at their boundary)."""
+    if pipe.config.boundary_ratio is None or getattr(pipe, "transformer_2", None) is None:
+        return "transformer"
+    boundary = pipe.config.boundary_ratio * pipe.scheduler.config.num_train_timesteps
+    return "high_noise" if timestep >= boundary else "low_noise"
+
+
 def generate_frames(
     loaded: LoadedPipeline,
     request: GenerationRequest,
@@ -170,9 +179,12 @@ def generate_frames(
     timings: Timings,
     on_stage: Callable[[str], None] = lambda stage: None,
     on_step: Callable[[int, int], None] = lambda step, total: None,
+    resume: Checkpoint | None = None,
+    on_state: Callable[[int, torch.Tensor, dict, str], None] = lambda steps_done, latents, solver, expert: None,
 ) -> torch.Tensor:
     """Text → latents → frames: float (frames, H, W, 3) in [0, 1], left on the pipeline's device.
-    Fills the encode/denoise/decode timings."""
+    Fills the encode/denoise/decode timings. From a checkpoint, denoising starts after its step
+    with its latents and solver state; after each step, `on_state` gets what a checkpoint needs."""
     pipe = loaded.pipe
     sync = torch.cuda.synchronize if loaded.device.type == "cuda" else (lambda: None)
 
@@ -191,15 +203,21 @@ def generate_frames(
     timings.encode = round(time.perf_counter() - started, 3)
 
     # 2. Denoise, then decode with the VAE (the pipeline's last act). The step callback
-    #    reports progress and marks where decoding starts.
+    #    reports progress, hands over the state for checkpoints, and marks where decoding starts.
     on_stage("denoising")
     started = time.perf_counter()
     decode_started = []
+    done_before = resume.steps_done if resume else 0
+    if resume:
+        pipe.scheduler.resume_after(resume.steps_done, resume.solver)
 
-    def on_step_end(_pipe, i, _t, callback_kwargs):
+    def on_step_end(_pipe, i, t, callback_kwargs):
         sync()
-        on_step(i + 1, request.steps)
-        if i + 1 == request.steps:
+        steps_done = done_before + i + 1
+        on_step(steps_done, request.steps)
+        if steps_done < request.steps:
+            on_state(steps_done, callback_kwargs["latents"], pipe.scheduler.state(), expert_of(pipe, t))
+        else:
             decode_started.append(time.perf_counter())
             on_stage("decoding")
         return callback_kwargs
@@ -221,6 +239,8 @@ def generate_frames(
         call["guidance_scale_2"] = request.guidance_scale_2
     if image is not None:
         call["image"] = image
+    if resume:
+        call["latents"] = resume.latents
     with torch.inference_mode():
         frames = pipe(**call).frames[0].permute(0, 2, 3, 1)  # one video: (frames, 3, H, W) → (frames, H, W, 3)
     sync()

@@ -130,6 +130,10 @@ class Output(Strict):
     )
     endpoint_url: str | None = Field(default=None, pattern=r"^https?://", description="S3-compatible endpoint.")
     region: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,32}$")
+    upload_retry_seconds: float = Field(
+        default=300.0, ge=0, le=3600,
+        description="How long the pod keeps retrying a failed upload (backoff with jitter) before it gives up.",
+    )
 
     _no_credentials = field_validator("endpoint_url")(checked(credentials_problem))
 
@@ -154,6 +158,21 @@ class Reporting(Strict):
     _no_credentials = field_validator("redis_url")(checked(credentials_problem))
     key_prefix: str = Field(default="videogen", pattern=r"^[A-Za-z0-9:_-]{1,64}$")
     ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60, description="Expiry of the task's keys.")
+
+
+class Checkpoints(Strict):
+    """Denoising state saved while generating, so that a later attempt resumes (checkpoint.py)."""
+
+    every_seconds: float = Field(
+        default=60.0, ge=0, le=3600, description="Seconds of generation between saves (about 3 steps of A14B "
+        "at 720p); 0: none.",
+    )
+    folder: str | None = Field(
+        default=None, min_length=1, description="Local folder on a volume that outlives the pod, instead of the "
+        "task's folder in the output bucket (<prefix>checkpoints/<task_id>/).",
+    )
+
+    _inside = field_validator("folder")(checked(path_problem))
 
 
 class Acceleration(Strict):
@@ -216,6 +235,7 @@ class GenerationRequest(Strict):
     loras: list[Lora] = Field(default_factory=list, max_length=8)
     output: Output = Field(default_factory=Output)
     reporting: Reporting = Field(default_factory=Reporting)
+    checkpoints: Checkpoints = Field(default_factory=Checkpoints)
     acceleration: Acceleration = Field(default_factory=Acceleration)
 
     @field_validator("prompt")

@@ -41,6 +41,7 @@ class RunResult(BaseModel):
     reason: str | None = None
     message: str | None = None
     seed: int | None = None
+    resumed_from_step: int | None = Field(default=None, description="The checkpoint's step this attempt began at.")
     attention_backend: str | None = None
     output: VideoOutput | None = None
     timings: Timings = Field(default_factory=Timings)

@@ -5,8 +5,12 @@ boto3 reads them; nothing in the request can carry one.
 """
 
 import http.client
+import logging
+import random
 import socket
 import ssl
+import time
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 from urllib.parse import urlparse
@@ -21,6 +25,7 @@ from videogen_runner.addresses import why_not_public
 from videogen_runner.errors import InputUnavailable, InvalidRequest, UploadFailed
 from videogen_runner.request import Output
 
+log = logging.getLogger(__name__)
 MAX_IMAGE_BYTES = 32 << 20
 # Multipart above 64 MiB, in 64 MiB parts: few parts for a typical video, resumable for large ones.
 TRANSFER = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20, max_concurrency=4)
@@ -36,19 +41,39 @@ def s3_client(output: Output):
     return boto3.client("s3", endpoint_url=output.endpoint_url, region_name=output.region, config=config)
 
 
-def upload(path: Path, output: Output, key: str, metadata: dict[str, str]) -> str:
-    """Uploads the MP4 and returns its s3:// URI; any failure is retryable."""
-    try:
-        s3_client(output).upload_file(
-            str(path),
-            output.bucket,
-            key,
-            ExtraArgs={"ContentType": "video/mp4", "Metadata": metadata},
-            Config=TRANSFER,
-        )
-    except (BotoCoreError, ClientError, OSError) as e:
-        raise UploadFailed(f"upload to s3://{output.bucket}/{key} failed: {e}") from e
-    return f"s3://{output.bucket}/{key}"
+# Refusals that another try cannot change: give up at once rather than keep a GPU pod waiting.
+FINAL_S3_ERRORS = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "InvalidBucketName"}
+MAX_BACKOFF_S = 30.0
+
+
+def upload(path: Path, output: Output, key: str, metadata: dict[str, str],
+           on_retry: Callable[[int, float, Exception], None] = lambda attempt, delay, error: None,
+           clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> str:
+    """Uploads the MP4 and returns its s3:// URI. A brief S3 outage is waited out within the pod
+    (`output.upload_retry_seconds`, exponential backoff with full jitter, on top of boto3's own
+    few retries); what is left failing is retryable by the Job."""
+    deadline, attempt = clock() + output.upload_retry_seconds, 0
+    while True:
+        attempt += 1
+        try:
+            s3_client(output).upload_file(
+                str(path),
+                output.bucket,
+                key,
+                ExtraArgs={"ContentType": "video/mp4", "Metadata": metadata},
+                Config=TRANSFER,
+            )
+            return f"s3://{output.bucket}/{key}"
+        except (BotoCoreError, ClientError, OSError) as e:
+            code = e.response.get("Error", {}).get("Code") if isinstance(e, ClientError) else None
+            delay = random.uniform(0, min(MAX_BACKOFF_S, 2.0**attempt))
+            if code in FINAL_S3_ERRORS or clock() + delay > deadline:
+                raise UploadFailed(f"upload to s3://{output.bucket}/{key} failed after {attempt} "
+                                   f"attempt{'s' if attempt > 1 else ''}: {e}") from e
+            log.warning("upload to s3://%s/%s failed (%s); attempt %d again in %.1f s",
+                        output.bucket, key, e, attempt + 1, delay)
+            on_retry(attempt, delay, e)
+            sleep(delay)
 
 
 class _PinnedHTTPS(http.client.HTTPSConnection):

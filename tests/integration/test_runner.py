@@ -121,10 +121,12 @@ def test_succeeds_without_redis(tiny_models, s3, redis_server, tmp_path):
 
 def test_s3_down_is_a_retryable_upload_failure(tiny_models, s3, s3_server, redis_client, redis_server, tmp_path):
     request = request_for("ti2v-5b", tiny_models, s3, redis_server.url, tmp_path)
+    request["output"]["upload_retry_seconds"] = 2  # past boto3's own retries, a short wait of the pod's
     with s3_server.stopped():
         code, result, _ = run_runner(request, tmp_path)
     assert code == 20
     assert result["reason"] == "UploadFailed" and "s3://" in result["message"]
+    assert result["timings"]["denoise"] > 0 and result["timings"]["upload"] > 0  # what the attempt spent
     assert (tmp_path / "out.mp4").stat().st_size > 0  # the video itself was made
     state = redis_client.hgetall("videogen:task:t-ti2v-5b")
     assert state["status"] == "failed" and state["error_reason"] == "UploadFailed"

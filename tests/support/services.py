@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -126,6 +127,58 @@ def s3(s3_server):
     client.create_bucket(Bucket=bucket)
     client.bucket = bucket
     return client
+
+
+class Outage:
+    """A TCP path to a real server on loopback that a test can cut and restore: while cut,
+    connections are refused and open ones are dropped; the server itself keeps its state."""
+
+    def __init__(self, target_port: int):
+        self.target_port, self.port = target_port, free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.connections: list[socket.socket] = []
+        self.listener = None
+        self.up()
+
+    def up(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def down(self) -> None:
+        self.listener.close()
+        for connection in self.connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+        self.connections.clear()
+
+    @contextlib.contextmanager
+    def cut(self):
+        self.down()
+        try:
+            yield
+        finally:
+            self.up()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # the path was cut
+                return
+            server = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
+            server.settimeout(None)
+            self.connections += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
 
 
 @pytest.fixture(scope="session")

@@ -34,3 +34,33 @@ def test_euler_keeps_fp32_latents_whatever_the_model_returns():
     latents = torch.randn(1, 4, 2, 2)
     out = solver.step(torch.randn(1, 4, 2, 2, dtype=torch.bfloat16), solver.timesteps[0], latents).prev_sample
     assert out.dtype == torch.float32
+
+
+def denoise(solver, steps: int, begin: int = 0, stop: int | None = None, latents=None, set_begin=True):
+    """A pipeline's loop with a fixed stand-in for the model: the output depends on the sample and
+    the timestep, as a transformer's does."""
+    solver.set_timesteps(steps)
+    if set_begin:  # WanPipeline sets it; WanImageToVideoPipeline leaves it to the solver
+        solver.set_begin_index(0)
+    latents = torch.linspace(-1, 1, 32).reshape(1, 2, 4, 4) if latents is None else latents
+    for i, t in enumerate(solver.timesteps):
+        if stop is not None and begin + i == stop:
+            break
+        model_output = torch.sin(latents * 3.0 + t / 1000.0)
+        latents = solver.step(model_output, t, latents, return_dict=False)[0]
+    return latents, solver.state()
+
+
+@pytest.mark.parametrize("sampler", ["unipc", "euler"])
+@pytest.mark.parametrize("set_begin", [True, False])
+@pytest.mark.parametrize("interrupted_after", [1, 2, 7, 9])
+def test_a_resumed_solver_ends_bit_identical(sampler, set_begin, interrupted_after):
+    settings = request(sampler=sampler, steps=10, flow_shift=5.0)
+    whole, _ = denoise(sampling.scheduler(WAN_UNIPC, settings), 10, set_begin=set_begin)
+    partial, state = denoise(sampling.scheduler(WAN_UNIPC, settings), 10, stop=interrupted_after, set_begin=set_begin)
+    resumed = sampling.scheduler(WAN_UNIPC, settings)  # a new process: a new solver
+    resumed.resume_after(interrupted_after, state)
+    final, _ = denoise(resumed, 10, begin=interrupted_after, latents=partial, set_begin=set_begin)
+    assert torch.equal(final, whole)
+    fresh, _ = denoise(sampling.scheduler(WAN_UNIPC, settings), 10 - interrupted_after, latents=partial)
+    assert sampler == "euler" or not torch.equal(fresh, whole)  # restarting the solver is not the same
