@@ -18,6 +18,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from safetensors.torch import save_file
 from transformers import UMT5Config, UMT5EncoderModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runner"))
-from videogen_runner import export, parallel, pipeline, tiny, vae_decode  # noqa: E402
+from videogen_runner import checkpoint, export, parallel, pipeline, tiny, vae_decode  # noqa: E402
 from videogen_runner.presets import PRESETS  # noqa: E402
 from videogen_runner.request import GenerationRequest  # noqa: E402
 from videogen_runner.result import Timings  # noqa: E402
@@ -70,6 +71,10 @@ VARIANTS = {
     # A 4-step distillation LoRA's settings, with the random LoRA of --lora-rank (merged at load:
     # the LoRA stays in the weights, so run it last). Speed only: random weights have no quality.
     "distilled": dict(),
+    # The runner's defaults with a checkpoint after every step (the worst case: by default one a
+    # minute) to the local disk: its bytes and seconds, the stall it adds to a step (against
+    # "runner" in the same process), and the time to read it back onto the GPU for a resume.
+    "checkpointed": dict(),
 }
 DISTILLED = dict(sampler="euler", steps=4, guidance_scale=1.0, flow_shift=5.0)
 
@@ -170,9 +175,14 @@ def run_variant(pipe, name: str, request: GenerationRequest, device, fl: float) 
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+    saver = None
+    if name == "checkpointed":
+        store = checkpoint.FolderStore(tempfile.mkdtemp(prefix="videogen-checkpoints-"))
+        saver = checkpoint.Checkpointer(store, checkpoint.fingerprint(request), 0, every_seconds=0)
     started = time.perf_counter()
     frames = pipeline.generate_frames(loaded, request, 0, None, timings,
-                                      on_step=lambda step, total: stamps.append(time.perf_counter()))
+                                      on_step=lambda step, total: stamps.append(time.perf_counter()),
+                                      on_state=saver.offer if saver else lambda *state: None)
     video = export.to_uint8_video(frames)
     total = time.perf_counter() - started
     steps = [b - a for a, b in zip([started + timings.encode] + stamps, stamps)]
@@ -182,6 +192,16 @@ def run_variant(pipe, name: str, request: GenerationRequest, device, fl: float) 
            "step_s": round(step_s, 3), "first_step_s": round(steps[0], 2), "encode_s": timings.encode,
            "decode_s": timings.decode, "video_s": round(total, 2),
            "frames_shape": list(frames.shape), "frames_finite": bool(torch.isfinite(frames).all())}
+    if saver is not None:
+        saver.close()
+        read_started = time.perf_counter()
+        resumed = checkpoint.load(store, request, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        row["checkpoint"] = {"saves": len(saver.saves), "bytes": saver.saves[-1][0],
+                             "save_s_median": round(statistics.median(s for _, s in saver.saves), 3),
+                             "resume_read_s": round(time.perf_counter() - read_started, 3),
+                             "resumed_after_step": resumed.steps_done}
     if device.type == "cuda":
         forwards = 2 if request.guidance_scale > 1.0 else 1  # CFG: two forwards per step
         row["tflops"] = round(forwards * fl / step_s / 1e12, 1)

@@ -184,6 +184,7 @@ class Checkpointer:
         self.last_saved_at = clock()
         self.latest: Checkpoint | None = None
         self.saved_steps = 0
+        self.saves: list[tuple[int, float]] = []  # (bytes, seconds) of each save, for logs and the benchmark
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self.pending: Future | None = None
         self.lock = threading.Lock()
@@ -214,6 +215,7 @@ class Checkpointer:
                 log.warning("checkpoint after step %d not saved to %s: %s", checkpoint.steps_done, self.store.where, e)
                 return
             self.saved_steps = max(self.saved_steps, checkpoint.steps_done)
+            self.saves.append((len(data), time.perf_counter() - started))
             log.info("checkpoint after step %d saved to %s (%.1f MiB, %.2f s)", checkpoint.steps_done,
                      self.store.where, len(data) / 2**20, time.perf_counter() - started)
 

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanPipeline
@@ -15,10 +16,12 @@ from diffusers.hooks import FirstBlockCacheConfig, TaylorSeerCacheConfig
 from PIL import Image
 
 from videogen_runner import attention, parallel, sampling, vae_decode
-from videogen_runner.checkpoint import Checkpoint
 from videogen_runner.errors import InvalidRequest
 from videogen_runner.request import GenerationRequest
 from videogen_runner.result import Timings
+
+if TYPE_CHECKING:
+    from videogen_runner.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 MAX_SEQUENCE_LENGTH = 512  # UMT5 tokens, as Wan2.2 was trained
@@ -179,7 +182,7 @@ def generate_frames(
     timings: Timings,
     on_stage: Callable[[str], None] = lambda stage: None,
     on_step: Callable[[int, int], None] = lambda step, total: None,
-    resume: Checkpoint | None = None,
+    resume: "Checkpoint | None" = None,
     on_state: Callable[[int, torch.Tensor, dict, str], None] = lambda steps_done, latents, solver, expert: None,
 ) -> torch.Tensor:
     """Text → latents → frames: float (frames, H, W, 3) in [0, 1], left on the pipeline's device.
