@@ -3,7 +3,8 @@
 # buildah, daemonless (--isolation chroot), and prints where they are. No registry is reachable,
 # so only the base is swapped (build argument PYTHON_BASE) for a stand-in made here: a Debian
 # bookworm root filesystem with Python (debootstrap). The Dockerfiles install offline from wheel
-# folders (build argument WHEELS) downloaded from the image locks.
+# folders (build argument WHEELS) downloaded from the image locks, in a build context staged
+# under the cache (nothing is written into the clone).
 #
 #   hack/images.sh build   build what is missing, print the names (below)
 #   hack/images.sh names   print them if everything is built, else exit 1
@@ -37,18 +38,16 @@ exists() { buildah_ inspect --type image "$1" >/dev/null 2>&1; }
 
 standin_name() { echo "localhost/videogen-standin/python:$(echo "$STANDIN_SUITE $STANDIN_PACKAGES" | hash_of)"; }
 
-# The files of the build context that a Dockerfile copies, hashed with the Dockerfile itself.
-inputs_hash() { # dockerfile lock dirs...
-  (cd "$root" && find "$@" README.md pyproject.toml .dockerignore -type f ! -path '*/__pycache__/*' \
-    ! -path '*.egg-info/*' | LC_ALL=C sort | xargs sha256sum) | hash_of
+# The files of the build context that an image's Dockerfile copies, and the Dockerfile itself.
+inputs() { # operator|runner
+  local dirs=(runner)
+  [ "$1" = operator ] && dirs+=(operator)
+  (cd "$root" && find "Dockerfile.$1" "requirements-$1.lock" "${dirs[@]}" README.md pyproject.toml .dockerignore \
+    -type f ! -path '*/__pycache__/*' ! -path '*.egg-info/*' | LC_ALL=C sort)
 }
-image_name() { # name dockerfile lock dirs...
-  local name=$1
-  shift
-  echo "localhost/videogen-$name:$( (inputs_hash "$@"; standin_name) | hash_of)"
+image_name() { # operator|runner
+  echo "localhost/videogen-$1:$( (cd "$root" && inputs "$1" | xargs sha256sum; standin_name) | hash_of)"
 }
-operator_image() { image_name operator Dockerfile.operator requirements-operator.lock runner operator; }
-runner_image() { image_name runner Dockerfile.runner requirements-runner.lock runner; }
 
 build_standin() {
   local name rootfs ctr start=$SECONDS
@@ -87,19 +86,23 @@ wheels_for() { # lock
   echo "$dir"
 }
 
-# Builds one image from its Dockerfile, with the wheels linked into the build context (.whl/,
-# ignored by git) for the time of the build, and drops the earlier tags of that image.
-build_image() { # name dockerfile lock image
-  local name=$1 dockerfile=$2 lock=$3 image=$4 wheels context old start=$SECONDS
+# Builds one image from its Dockerfile in a build context of its own under the cache: its inputs
+# and its wheels (WHEELS=wheels), all with one fixed modification time, since buildah's layer
+# cache compares times too (a fresh clone would miss it). Drops the earlier tags of that image.
+build_image() { # operator|runner
+  local name=$1 image context wheels old start=$SECONDS
+  image=$(image_name "$name")
   exists "$image" && return 0
-  wheels=$(wheels_for "$lock")
-  context=.whl/$(basename "$wheels")  # the same for the same wheels: buildah's layer cache hits
-  mkdir -p "$root/.whl"
-  scratch+=("$root/$context")
-  cp -al "$wheels" "$root/$context" 2>/dev/null || cp -a "$wheels" "$root/$context"
+  wheels=$(wheels_for "requirements-$name.lock")
+  context=$cache/context-$name
+  rm -rf "$context"
+  mkdir -p "$context"
+  (cd "$root" && inputs "$name" | xargs cp --parents -t "$context")
+  cp -al "$wheels" "$context/wheels" 2>/dev/null || cp -a "$wheels" "$context/wheels"
+  find "$context" -exec touch -h -d @0 {} +
   log "building $image"
-  buildah_ build --layers --isolation chroot --network host -f "$root/$dockerfile" \
-    --build-arg PYTHON_BASE="$(standin_name)" --build-arg WHEELS="$context" -t "$image" "$root" >&2
+  buildah_ build --layers --isolation chroot --network host -f "$context/Dockerfile.$name" \
+    --build-arg PYTHON_BASE="$(standin_name)" --build-arg WHEELS=wheels -t "$image" "$context" >&2
   for old in $(buildah_ images --format '{{.Name}}:{{.Tag}}' | grep "^localhost/videogen-$name:"); do
     [ "$old" = "$image" ] || buildah_ rmi "$old" >/dev/null 2>&1 || log "kept $old (a container uses it)"
   done
@@ -110,19 +113,19 @@ names() {
   echo "VIDEOGEN_BUILDAH_ROOT=$store/storage"
   echo "VIDEOGEN_BUILDAH_RUNROOT=$store/run"
   echo "VIDEOGEN_BUILDAH_DRIVER=$driver"
-  echo "VIDEOGEN_OPERATOR_IMAGE=$(operator_image)"
-  echo "VIDEOGEN_RUNNER_IMAGE=$(runner_image)"
+  echo "VIDEOGEN_OPERATOR_IMAGE=$(image_name operator)"
+  echo "VIDEOGEN_RUNNER_IMAGE=$(image_name runner)"
 }
 
 case ${1:-} in
   build)
     mkdir -p "$store"
     build_standin
-    build_image operator Dockerfile.operator requirements-operator.lock "$(operator_image)"
-    build_image runner Dockerfile.runner requirements-runner.lock "$(runner_image)"
+    build_image operator
+    build_image runner
     names ;;
   names)
-    for image in "$(operator_image)" "$(runner_image)"; do
+    for image in "$(image_name operator)" "$(image_name runner)"; do
       exists "$image" || { log "$image is not built: run hack/images.sh build"; exit 1; }
     done
     names ;;

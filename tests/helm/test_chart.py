@@ -28,6 +28,7 @@ def render(kube_bin, *sets) -> list[dict]:
 
 
 def test_generated_files_are_current():
+    """values.schema.json and the chart's README follow values.yaml's values and comments."""
     assert subprocess.run([sys.executable, str(ROOT / "hack" / "helm_schema.py"), "--check"]).returncode == 0, \
         "run hack/generate.sh"
     assert (CHART / "files" / "videogenerations.videogen.io.yaml").read_text() == \
@@ -93,6 +94,65 @@ def test_settings_reach_the_operator(kube_bin):
     assert monitor["metadata"]["labels"]["release"] == "prom"
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+
+
+def test_the_schema_carries_the_comments_and_defaults_of_values_yaml():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    cpu = schema["properties"]["runner"]["properties"]["defaultCpu"]
+    assert "quantity" in cpu["description"] and cpu["default"] == ""
+    assert "runner.defaultCpu" in (CHART / "README.md").read_text()
+
+
+def test_numbers_given_with_set_are_quantities(kube_bin):
+    deployment = next(d for d in render(kube_bin, "runner.defaultCpu=8", "runner.scratchSize=64")
+                      if d["kind"] == "Deployment")
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["VIDEOGEN_DEFAULT_CPU"] == "8" and env["VIDEOGEN_SCRATCH_SIZE"] == "64"
+
+
+def test_the_crd_is_labelled_as_the_crd(kube_bin):
+    docs = {d["kind"]: d for d in render(kube_bin)}
+    crd_labels = docs["CustomResourceDefinition"]["metadata"]["labels"]
+    selector = docs["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert crd_labels["app.kubernetes.io/component"] == "crd" and not selector.items() <= crd_labels.items()
+
+
+def test_names_pod_settings_extra_env_and_volumes_are_configurable(kube_bin):
+    volume = "operator.extraVolumes[0].name=ca,operator.extraVolumes[0].configMap.name=s3-ca"
+    docs = render(kube_bin, "fullnameOverride=video-operator", "operator.podSecurityContext.runAsUser=1000",
+                  "operator.securityContext.readOnlyRootFilesystem=false", volume,
+                  "operator.extraVolumeMounts[0].name=ca,operator.extraVolumeMounts[0].mountPath=/etc/s3-ca",
+                  "operator.extraEnv[0].name=AWS_CA_BUNDLE,operator.extraEnv[0].value=/etc/s3-ca/ca.crt")
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert deployment["metadata"]["name"] == "video-operator"
+    assert pod["securityContext"]["runAsUser"] == 1000 and pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is False
+    assert pod["volumes"] == [{"name": "ca", "configMap": {"name": "s3-ca"}}]
+    assert container["volumeMounts"] == [{"name": "ca", "mountPath": "/etc/s3-ca"}]
+    assert {"name": "AWS_CA_BUNDLE", "value": "/etc/s3-ca/ca.crt"} in container["env"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole"] == ["videogen-system-video-operator"]
+    names = {d["metadata"]["name"] for d in render(kube_bin, "nameOverride=vgen")}
+    assert "vg-vgen" in names
+
+
+@pytest.mark.cluster
+def test_two_teams_install_releases_of_the_same_name(kube_apiserver, kube_bin):
+    """Cluster-scoped names carry the release's namespace; one release owns the CRD."""
+    k = kube_apiserver
+    for team, crds in [("team-a", "true"), ("team-b", "false")]:
+        k.kubectl("create", "namespace", team, check=False)
+        result = helm(kube_bin, "install", "vg", str(CHART), "--kubeconfig", str(k.kubeconfig), "--namespace", team,
+                      "--set", "operator.replicas=0", "--set", f"crds.enabled={crds}", "--set",
+                      f"operator.watchNamespaces={{{team}}}", "--take-ownership")
+        assert "kubectl get vg -w" in result.stdout  # NOTES.txt
+    roles = k.kubectl("get", "clusterroles", "-o", "name").stdout.split()
+    assert {"clusterrole.rbac.authorization.k8s.io/team-a-vg-videogen-discovery",
+            "clusterrole.rbac.authorization.k8s.io/team-b-vg-videogen-discovery"} <= set(roles)
+    for team in ("team-a", "team-b"):
+        helm(kube_bin, "uninstall", "vg", "--kubeconfig", str(k.kubeconfig), "--namespace", team)
 
 
 @pytest.mark.cluster

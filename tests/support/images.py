@@ -23,6 +23,7 @@ root=$1; shift
 mount --bind "$root" "$root"; mount -o remount,bind,ro "$root"
 mount -t tmpfs -o size=1m,mode=755 tmpfs "$root/run"
 while [ "$1" != -- ]; do
+  case $2 in /run/*) mkdir -p "$root$2" ;; esac
   mount --bind "$1" "$root$2"; [ "$3" = rw ] || mount -o remount,bind,ro "$root$2"; shift 3
 done
 shift
@@ -69,8 +70,13 @@ class Container:
         """The command line that runs `argv` in the container as the pod's container would run."""
         binds = []
         for mount in mounts:
-            (self.rootfs / mount.target.lstrip("/")).mkdir(parents=True, exist_ok=True)  # as a runtime does
             binds += [str(mount.source), mount.target, "rw" if mount.writable else "ro"]
+            if mount.target.startswith("/run/"):
+                continue  # made in the tmpfs
+            point = self.rootfs / mount.target.lstrip("/")
+            if not point.resolve().is_relative_to(self.rootfs):  # an absolute link would lead out of the image
+                raise ValueError(f"{mount.target} leads out of the container's root (a symbolic link)")
+            point.mkdir(parents=True, exist_ok=True)  # the mount point, as a runtime makes it
         run = ["buildah", *self.images.storage, "run", "--isolation", "chroot", "--network", "host",
                "--user", user, "--cap-drop", "ALL", *[f"--env={k}={v}" for k, v in env.items()], self.name, "--"]
         return ["unshare", "--mount", "--propagation", "private", "sh", "-c", MOUNT, "sh", str(self.rootfs),

@@ -1,13 +1,25 @@
 {{- define "videogen.name" -}}
-{{- .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
 {{- define "videogen.fullname" -}}
-{{- if contains .Chart.Name .Release.Name }}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
 {{- .Release.Name | trunc 63 | trimSuffix "-" }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{- /* Objects outside the release's namespace (ClusterRoles, their bindings, Roles in watched
+       namespaces): unique per release and namespace, so that teams may install releases of the
+       same name in their own namespaces. */}}
+{{- define "videogen.clusterName" -}}
+{{- printf "%s-%s" .Release.Namespace (include "videogen.fullname" .) | trunc 253 | trimSuffix "-" }}
 {{- end }}
 
 {{- define "videogen.selectorLabels" -}}
