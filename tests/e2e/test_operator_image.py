@@ -12,18 +12,18 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from tests.e2e.test_operator import (  # noqa: F401 - namespace is a fixture
+from tests.e2e.test_operator import (
     NAMESPACE,
     ROOT,
     apply,
     chart_token,
     healthy,
-    namespace,
     operator_settings,
     prepare,
     status_of,
     tiny_manifest,
 )
+from tests.e2e.test_operator import namespace as namespace_fixture  # noqa: F401 - the `namespace` fixture
 from tests.support.images import Container, Mount
 from tests.support.services import Server, wait_until
 
