@@ -145,6 +145,8 @@ class Outage:
         threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
 
     def down(self) -> None:
+        with contextlib.suppress(OSError):  # wakes the accepting thread: close() alone would not
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
         for connection in self.connections:
             with contextlib.suppress(OSError):
