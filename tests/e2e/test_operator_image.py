@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
+from tests.e2e import test_operator
 from tests.e2e.test_operator import (
     NAMESPACE,
     ROOT,
@@ -23,11 +24,11 @@ from tests.e2e.test_operator import (
     status_of,
     tiny_manifest,
 )
-from tests.e2e.test_operator import namespace as namespace_fixture  # noqa: F401 - the `namespace` fixture
 from tests.support.images import Container, Mount
 from tests.support.services import Server, wait_until
 
 pytestmark = pytest.mark.cluster
+namespace = test_operator.namespace  # the fixture: a test namespace with the S3 credentials' Secret
 SERVICE_ACCOUNT = "/run/secrets/kubernetes.io/serviceaccount"  # /var/run links to /run
 
 
