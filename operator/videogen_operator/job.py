@@ -15,6 +15,7 @@ from videogen_runner.request import GenerationRequest, Loc, dotted
 MODEL_MOUNT = "/models"
 SCRATCH = "/tmp"
 COMPILE_CACHE = "/var/cache/videogen/inductor"
+CHECKPOINTS = "/var/lib/videogen/checkpoints"
 OUTPUT_PATH = f"{SCRATCH}/videogen/output.mp4"
 NAME_LABEL = f"{GROUP}/name"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "videogen-operator", "app.kubernetes.io/name": "videogen-runner"}
@@ -95,7 +96,10 @@ def build_request(spec: VideoGenerationSpec, namespace: str, name: str, settings
             "prefix": tenant_prefix(spec, namespace, settings),
             "endpoint_url": output.endpoint_url or settings.s3_endpoint_url,
             "region": output.region or settings.s3_region,
+            "upload_retry_seconds": settings.upload_retry_seconds,
         },
+        "checkpoints": {"every_seconds": settings.checkpoint_seconds,
+                        **({"folder": f"{CHECKPOINTS}/{task_id(namespace, name)}"} if settings.checkpoint_claim else {})},
         "reporting": {"redis_url": spec.reporting.redis_url or settings.redis_url,
                       "key_prefix": settings.redis_key_prefix},
         "acceleration": spec.acceleration.model_dump(),
@@ -161,6 +165,9 @@ def build_job(body: dict, spec: VideoGenerationSpec, request: GenerationRequest,
     if settings.compile_cache_claim:  # compiled kernels shared by later pods
         volumes.append({"name": "compile-cache", "persistentVolumeClaim": {"claimName": settings.compile_cache_claim}})
         container["volumeMounts"].append({"name": "compile-cache", "mountPath": COMPILE_CACHE})
+    if settings.checkpoint_claim:  # checkpoints (and a video whose upload failed) outlive the pod
+        volumes.append({"name": "checkpoints", "persistentVolumeClaim": {"claimName": settings.checkpoint_claim}})
+        container["volumeMounts"].append({"name": "checkpoints", "mountPath": CHECKPOINTS})
     if spec.resources.gpus > 1:  # NCCL between GPUs needs more shared memory than the default 64 MiB
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
         container["volumeMounts"].append({"name": "dshm", "mountPath": "/dev/shm"})

@@ -39,7 +39,16 @@ class Settings(BaseSettings):
     compile_cache_claim: str | None = Field(
         default=None, description="PVC (in each resource's namespace) for torch.compile's cache: later pods skip "
         "most of the compilation (bench/RESULTS.md: first step 11.4 s → 4.4 s for TI2V-5B).")
-    termination_grace_seconds: int = 60
+    checkpoint_seconds: float = Field(
+        default=60.0, ge=0, le=3600, description="Seconds of generation between checkpoints of a run, from which "
+        "a later attempt resumes (0: none); they go to S3 under the namespace's folder, or to checkpointClaim.")
+    checkpoint_claim: str | None = Field(
+        default=None, description="PVC (in each resource's namespace) for checkpoints instead of S3: it also keeps "
+        "a finished video whose upload failed, so that the next attempt only uploads.")
+    upload_retry_seconds: float = Field(
+        default=300.0, ge=0, le=3600, description="How long a runner pod retries a failed upload before it fails.")
+    termination_grace_seconds: int = Field(
+        default=60, description="Seconds a stopped runner has to save its checkpoint and exit.")
     progress_interval_seconds: float = Field(default=2.0, description="At most one progress patch per this.")
     resync_seconds: float = Field(default=60.0, gt=0, description="Every unfinished resource is refreshed this often.")
     metrics_port: int = 8080

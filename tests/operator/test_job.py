@@ -152,3 +152,18 @@ def test_runner_pods_get_the_platforms_service_account_and_pull_secrets():
     assert pod["automountServiceAccountToken"] is False  # IRSA / workload identity need no API token
     default_pod = build()[0]["spec"]["template"]["spec"]
     assert "serviceAccountName" not in default_pod and "imagePullSecrets" not in default_pod
+
+
+def test_checkpoints_go_to_s3_by_default_or_to_the_platforms_claim():
+    _, request = build()
+    assert (request.checkpoints.every_seconds, request.checkpoints.folder) == (60.0, None)
+    assert request.output.upload_retry_seconds == 300.0
+    settings = SETTINGS.model_copy(update={"checkpoint_claim": "vg-checkpoints", "checkpoint_seconds": 30})
+    b = body()
+    parsed = VideoGenerationSpec.model_validate(b["spec"])
+    request = build_request(parsed, "team-a", "fox", settings)
+    assert (request.checkpoints.every_seconds, request.checkpoints.folder) == (
+        30, "/var/lib/videogen/checkpoints/team-a.fox")
+    pod = build_job(b, parsed, request, settings)["spec"]["template"]["spec"]
+    assert {"name": "checkpoints", "persistentVolumeClaim": {"claimName": "vg-checkpoints"}} in pod["volumes"]
+    assert {"name": "checkpoints", "mountPath": "/var/lib/videogen/checkpoints"} in pod["containers"][0]["volumeMounts"]
