@@ -19,7 +19,7 @@ KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
 KUBECONFORM_VERSION=v0.8.0
 KUBE_TOOLS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
-ALL_TOOLS=(etcd "${KUBE_TOOLS[@]}" kwok helm kubeconform)
+ALL_TOOLS=(etcd "${KUBE_TOOLS[@]}" kwok helm kubeconform kstatus)
 
 log() { echo "controlplane: $*" >&2; }
 # An interrupted build leaves no temporary directory behind ($out: see build_into).
@@ -30,6 +30,9 @@ required() { # module version required by a wrapper go.mod
 }
 KUBE_VERSION=$(required kube k8s.io/kubernetes)
 ETCD_VERSION=$(required etcd go.etcd.io/etcd/server/v3)
+# kstatus: a small program of ours on cli-utils, so its cache key holds the program's hash too.
+KSTATUS_VERSION=$(required kstatus sigs.k8s.io/cli-utils)-$(cat "$here/kstatus/main.go" "$here/kstatus/go.sum" |
+  sha256sum | cut -c1-8)
 
 # Directory in which a tool's build is cached.
 tool_dir() {
@@ -39,6 +42,7 @@ tool_dir() {
     kwok) echo "$cache/kwok-$KWOK_VERSION" ;;
     helm) echo "$cache/helm-$HELM_VERSION" ;;
     kubeconform) echo "$cache/kubeconform-$KUBECONFORM_VERSION" ;;
+    kstatus) echo "$cache/kstatus-$KSTATUS_VERSION" ;;
   esac
 }
 
@@ -87,6 +91,10 @@ build_etcd() {
   (cd "$here/etcd" && go build -trimpath -ldflags="-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3)
 }
 
+build_kstatus() {
+  (cd "$here/kstatus" && go build -trimpath -ldflags="-s -w" -o "$out/kstatus" .)
+}
+
 # Tools whose own go.mod has no replace directives install straight from the proxy.
 go_install() {
   GOBIN=$out GOFLAGS=-buildvcs=false go install -trimpath -ldflags="-s -w ${2:-}" "$1"
@@ -131,6 +139,7 @@ build_missing() {
   build_into "$(tool_dir kubeconform)" go_install \
     "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION" \
     "-X main.version=$KUBECONFORM_VERSION"
+  build_into "$(tool_dir kstatus)" build_kstatus
 }
 
 # Prints one directory of links to every tool, named after where the tools come from.
