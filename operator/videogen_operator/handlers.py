@@ -1,92 +1,97 @@
-"""The kopf handlers: small, each calling the Reconciler (I/O) and the pure builders.
+"""The kopf handlers: indexes that keep what the watches deliver, and events that nudge the one
+writer of the resource concerned (reconcile.py). No handler reads the API.
 
-VideoGeneration created or resumed → its one Job exists; `spec.suspend` changed → the Job is
-stopped or resumed; any event of its Job or pods → its status is recomputed.
+kopf's change handlers (create, resume, update) and its timers and daemons are not used: they keep
+handler state in annotations or a finalizer on every resource (two more writes each, and a
+deletion that waits for the operator); everything here is level-triggered from the indexes.
 """
 
+import asyncio
 import logging
 
 import kopf
 import kubernetes
 from prometheus_client import start_http_server
 
-from videogen_operator.health import Resync, WatchHealth
 from videogen_operator.job import NAME_LABEL
+from videogen_operator.leader import Leader
 from videogen_operator.models import GROUP, PLURAL, VERSION
-from videogen_operator.progress import ProgressSubscriber
-from videogen_operator.reconcile import InvalidSpec, Reconciler
+from videogen_operator.reconcile import Reconciler, trim_job, trim_pod
 from videogen_operator.settings import Settings
-from videogen_operator.status import TERMINAL
+
+log = logging.getLogger(__name__)
 
 
 @kopf.on.startup()
-def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_):
+async def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, videogenerations, jobs, pods,
+                           **_):
     config = Settings()
     try:  # the Kubernetes client of the Reconciler: in a pod, the service account; else kubeconfig
         kubernetes.config.load_incluster_config()
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()
-    # Handler progress lives in annotations: the status schema is ours alone (and pruned).
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration")
     settings.posting.enabled = False  # the Reconciler posts the events users need
-    settings.watching.server_timeout = 300  # reconnect watches regularly
+    settings.watching.server_timeout = 300  # the API server ends each watch: kopf lists again
+    settings.watching.client_timeout = 330
+    # A watch that stays open but delivers nothing is restarted (a list, then a new watch).
+    settings.watching.inactivity_timeout = config.watch_inactivity_seconds
     # Only the Jobs and pods of VideoGenerations travel, not every pod of a shared cluster.
     settings.watching.label_selectors["batch", "jobs"] = NAME_LABEL
     settings.watching.label_selectors["", "pods"] = NAME_LABEL
-    settings.watching.client_timeout = 330
-    memo.reconciler = Reconciler(config)
-    memo.health = WatchHealth()
-    memo.threads = [Resync(memo.reconciler, memo.health, config.namespaces, config.resync_seconds)]
-    if memo.reconciler.redis is not None:
-        memo.threads.append(ProgressSubscriber(memo.reconciler))
-    for thread in memo.threads:
-        thread.start()
+    indexes = {"videogenerations": videogenerations, "jobs": jobs, "pods": pods}
+    memo.leader = Leader(config, on_lead=lambda: memo.reconciler.nudge_all())
+    memo.reconciler = reconciler = Reconciler(config, indexes, leading=memo.leader.leading)
+    memo.tasks = [asyncio.create_task(reconciler.resync())]
+    if config.leader_election:
+        memo.tasks.append(asyncio.create_task(memo.leader.run()))
+    if reconciler.redis is not None:
+        reconciler.redis.on_change = reconciler.nudge_all  # the ProgressAvailable condition
+        following = reconciler.redis.follow(reconciler.progress_nudged, reconciler.nudge_all)
+        memo.tasks.append(asyncio.create_task(following))
     start_http_server(config.metrics_port)
-    logging.getLogger(__name__).info("videogen operator started (namespaces: %s)", config.namespaces or "all")
+    log.info("videogen operator started (namespaces: %s)", config.namespaces or "all")
 
 
 @kopf.on.cleanup()
-def operator_cleanup(memo: kopf.Memo, **_):
-    for thread in memo.get("threads", []):
-        thread.stop()
+async def operator_cleanup(memo: kopf.Memo, **_):
+    for task in memo.get("tasks", []):
+        task.cancel()
+    if "leader" in memo:
+        await memo.leader.release()
 
 
-@kopf.on.probe(id="watch")
-def operator_watch_alive(memo: kopf.Memo, **_):
-    if memo.health.stalled:
-        raise kopf.PermanentError("a watch stopped delivering events (list and watch disagree)")
-    return "ok"
+# --- the watch-fed cache: only the fields the status needs ---------------------------------------
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def videogenerations(namespace: str, name: str, body, meta, spec, status, **_):
+    keep = ("name", "namespace", "uid", "generation", "resourceVersion", "creationTimestamp", "deletionTimestamp")
+    return {(namespace, name): {"apiVersion": body["apiVersion"], "kind": body["kind"],
+                                "metadata": {k: meta.get(k) for k in keep}, "spec": dict(spec), "status": dict(status)}}
 
 
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.resume(GROUP, VERSION, PLURAL, when=lambda status, **_: status.get("phase") not in TERMINAL)
-def videogeneration_run(body, namespace: str, name: str, memo: kopf.Memo, **_):
-    try:
-        memo.reconciler.ensure_job(body)
-    except InvalidSpec as e:
-        memo.reconciler.fail_invalid(body, str(e))
-        raise kopf.PermanentError(f"InvalidSpec: {e}") from None
-    memo.reconciler.refresh(namespace, name)
+@kopf.index("batch", "v1", "jobs", labels={NAME_LABEL: kopf.PRESENT})
+def jobs(namespace: str, labels, body, **_):
+    return {(namespace, labels[NAME_LABEL]): trim_job(body)}
 
 
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec.suspend",
-                when=lambda status, **_: status.get("phase") not in TERMINAL)
-def videogeneration_suspend(body, new, namespace: str, name: str, memo: kopf.Memo, **_):
-    memo.reconciler.set_suspended(body, bool(new))
-    memo.reconciler.refresh(namespace, name)
+@kopf.index("", "v1", "pods", labels={NAME_LABEL: kopf.PRESENT})
+def pods(namespace: str, labels, body, **_):
+    return {(namespace, labels[NAME_LABEL]): trim_pod(body)}
 
+
+# --- what nudges a resource's writer -------------------------------------------------------------
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def videogeneration_seen(type, namespace: str, name: str, meta, memo: kopf.Memo, **_):
+async def videogeneration_changed(type, namespace: str, name: str, uid: str, memo: kopf.Memo, **_):
+    memo.reconciler.ready = True
     if type == "DELETED":
-        memo.health.forget(namespace, name)
+        memo.reconciler.forget((namespace, name), uid)
     else:
-        memo.health.saw(namespace, name, meta["resourceVersion"])
+        memo.reconciler.writers.nudge((namespace, name))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={NAME_LABEL: kopf.PRESENT})
 @kopf.on.event("", "v1", "pods", labels={NAME_LABEL: kopf.PRESENT})
-def child_changed(namespace: str, labels, memo: kopf.Memo, **_):
-    memo.reconciler.refresh(namespace, labels[NAME_LABEL])
+async def child_changed(namespace: str, labels, memo: kopf.Memo, **_):
+    memo.reconciler.ready = True
+    memo.reconciler.writers.nudge((namespace, labels[NAME_LABEL]))

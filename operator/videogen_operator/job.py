@@ -4,13 +4,15 @@ Pure functions of the resource and the settings, so tests compare their whole ou
 """
 
 import hashlib
+import os
 
+from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 
 from videogen_operator.models import GROUP, VideoGenerationSpec
 from videogen_operator.settings import Settings
 from videogen_runner.errors import PERMANENT_EXIT_CODES
-from videogen_runner.request import GenerationRequest, Loc, dotted
+from videogen_runner.request import GenerationRequest, Loc, describe, dotted
 
 MODEL_MOUNT = "/models"
 SCRATCH = "/tmp"
@@ -99,11 +101,48 @@ def build_request(spec: VideoGenerationSpec, namespace: str, name: str, settings
             "upload_retry_seconds": settings.upload_retry_seconds,
         },
         "checkpoints": {"every_seconds": settings.checkpoint_seconds,
-                        **({"folder": f"{CHECKPOINTS}/{task_id(namespace, name)}"} if settings.checkpoint_claim else {})},
+                        **({"folder": f"{CHECKPOINTS}/{task_id(namespace, name)}"}
+                           if settings.checkpoint_claim else {})},
         "reporting": {"redis_url": spec.reporting.redis_url or settings.redis_url,
                       "key_prefix": settings.redis_key_prefix},
         "acceleration": spec.acceleration.model_dump(),
     })
+
+
+class InvalidSpec(Exception):
+    """What only the operator can judge: the message names the field."""
+
+
+def parse_spec(body: dict, settings: Settings) -> tuple[VideoGenerationSpec, object]:
+    """The typed spec and the runner's request, or InvalidSpec naming the field."""
+    meta = body["metadata"]
+    try:
+        spec = VideoGenerationSpec.model_validate(body["spec"])
+    except ValidationError as e:
+        raise InvalidSpec(describe(e, lambda loc: "spec." + dotted(loc))) from None
+    try:
+        request = build_request(spec, meta["namespace"], meta["name"], settings)
+    except ValidationError as e:
+        raise InvalidSpec(describe(e, spec_field)) from None
+    if request.output.bucket is None:
+        raise InvalidSpec("spec.output.bucket: no bucket given and the operator has no default")
+    # Who may create a VideoGeneration must not thereby run any image or read any node folder.
+    if spec.runner_image and not settings.allow_image_override:
+        raise InvalidSpec("spec.runnerImage: this operator does not allow image overrides")
+    # Nor preempt other teams' GPU work with a priority class the platform did not hand out.
+    if spec.priority_class_name and spec.priority_class_name not in settings.allowed_priority_classes:
+        raise InvalidSpec(f"spec.priorityClassName: {spec.priority_class_name} is not allowed by this operator "
+                          f"({settings.allowed_priority_classes or 'none allowed'})")
+    if spec.model.host_path and not inside(spec.model.host_path, settings.allowed_host_paths):
+        raise InvalidSpec(f"spec.model.hostPath: {spec.model.host_path} is not under an allowed folder "
+                          f"({settings.allowed_host_paths or 'none allowed: use a pvc'})")
+    return spec, request
+
+
+def inside(path: str, folders: list[str]) -> bool:
+    """Whether `path`, once `..` is resolved, is one of `folders` or below one."""
+    path = os.path.normpath(path)
+    return any(path == os.path.normpath(f) or path.startswith(os.path.normpath(f).rstrip("/") + "/") for f in folders)
 
 
 def secret_env(variable: str, secret: str, key: str, optional: bool = False) -> dict:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from videogen_runner.addresses import NON_PUBLIC
-from videogen_runner.presets import PresetName, Task
+from videogen_runner.presets import PRESETS, PresetName, Task
 from videogen_runner.request import MAX_PROMPT_CHARS
 from videogen_runner.result import Timings
 
@@ -265,22 +265,41 @@ class VideoGenerationStatus(Model):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
 
 
-# Rules the API server checks on create/update (crd.py attaches them).
-SPEC_RULES = [
-    rule("!has(self.video.frames) || self.video.frames % 4 == 1", "must be 4k+1 (81, 121, …)", ".video.frames"),
-    rule("!has(self.video.width) || self.video.width % (self.model.preset == 'ti2v-5b' ? 32 : 16) == 0",
-         "must be a multiple of 32 for ti2v-5b, 16 for the A14B models", ".video.width"),
-    rule("!has(self.video.height) || self.video.height % (self.model.preset == 'ti2v-5b' ? 32 : 16) == 0",
-         "must be a multiple of 32 for ti2v-5b, 16 for the A14B models", ".video.height"),
-    rule("!has(self.task) || self.model.preset == 'ti2v-5b' || "
-         "(self.model.preset == 't2v-a14b' ? self.task == 't2v' : self.task == 'i2v')",
-         "is not supported by this model (t2v-a14b: t2v; i2v-a14b: i2v; ti2v-5b: t2v, i2v, ti2v)", ".task"),
-    rule("self.model.preset != 'i2v-a14b' && (!has(self.task) || self.task != 'i2v') || has(self.image)",
-         "is required for image-to-video", ".image"),
-    rule("!has(self.sampling.guidanceScale2) || self.model.preset != 'ti2v-5b'",
-         "is only for the two-expert A14B models", ".sampling.guidanceScale2"),
-    rule("self.prompt.trim().size() > 0", "must not be blank", ".prompt"),
-]
+def quoted(names) -> str:
+    return "[" + ", ".join(f"'{n}'" for n in names) + "]"
+
+
+def by_preset(value) -> str:
+    """A CEL expression choosing `value(preset)` by self.model.preset (the last preset is the else)."""
+    *first, last = PRESETS.values()
+    return "".join(f"self.model.preset == '{p.name}' ? {value(p)} : " for p in first) + str(value(last))
+
+
+def spec_rules() -> list[dict]:
+    """Rules the API server checks on create/update (crd.py attaches them); those that depend on
+    the model family are made from the runner's presets, so a new family is one edit there."""
+    multiples = {}
+    for p in PRESETS.values():
+        multiples.setdefault(p.size_multiple, []).append(p.name)
+    sizes = ", ".join(f"{m} for {' and '.join(names)}" for m, names in multiples.items())
+    tasks = "; ".join(f"{p.name}: {', '.join(p.tasks)}" for p in PRESETS.values())
+    two_experts = [p.name for p in PRESETS.values() if p.two_experts]
+    image_by_default = [p.name for p in PRESETS.values() if p.tasks[0] == "i2v"]
+    return [
+        rule("!has(self.video.frames) || self.video.frames % 4 == 1", "must be 4k+1 (81, 121, …)", ".video.frames"),
+        *(rule(f"!has(self.video.{side}) || self.video.{side} % ({by_preset(lambda p: p.size_multiple)}) == 0",
+               f"must be a multiple of {sizes}", f".video.{side}") for side in ("width", "height")),
+        rule(f"!has(self.task) || self.task in ({by_preset(lambda p: quoted(p.tasks))})",
+             f"is not supported by this model ({tasks})", ".task"),
+        rule(f"has(self.image) || (has(self.task) ? self.task != 'i2v' : !(self.model.preset in "
+             f"{quoted(image_by_default)}))", "is required for image-to-video", ".image"),
+        rule(f"!has(self.sampling.guidanceScale2) || self.model.preset in {quoted(two_experts)}",
+             f"is only for the two-expert models ({', '.join(two_experts)})", ".sampling.guidanceScale2"),
+        rule("self.prompt.trim().size() > 0", "must not be blank", ".prompt"),
+    ]
+
+
+SPEC_RULES = spec_rules()
 MODEL_RULES = [
     rule("has(self.pvc) != has(self.hostPath)", "set exactly one of pvc or hostPath"),
 ]

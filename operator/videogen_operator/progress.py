@@ -1,64 +1,79 @@
-"""One shared Redis subscriber: the runners' nudges become (throttled) status refreshes.
+"""Live progress from the operator's Redis: the runners' state (the runner's own typed model,
+`ProgressState`, under its key layout, `ProgressKeys`) and whether Redis answers.
 
-The runner publishes a task id on `<prefix>:updates` after each change; the subscriber refreshes
-that resource's status at most once per settings.progress_interval_seconds. After a reconnect it
-refreshes every task it knows, since nudges sent while it was away are lost. Without Redis, or
-while it is down, statuses are still right: they come from the Job and the termination message.
+Without Redis, or while it is down, statuses are still right (they come from the Job and the
+termination message); the ProgressAvailable condition says that live progress is missing, and why.
 """
 
+import asyncio
 import logging
-import threading
 import time
 
 import redis
+import redis.asyncio
 
 from videogen_operator import metrics
-from videogen_operator.reconcile import Reconciler
+from videogen_operator.settings import Settings
+from videogen_runner.progress import ProgressKeys, ProgressState
 
 log = logging.getLogger(__name__)
+REDIS_RETRY_S = 5.0
+AVAILABLE = (True, "RedisReachable", "live progress from Redis")
 
 
-class ProgressSubscriber(threading.Thread):
-    def __init__(self, reconciler: Reconciler):
-        super().__init__(name="progress-subscriber", daemon=True)
-        self.reconciler = reconciler
-        self.settings = reconciler.settings
-        self.stopping = threading.Event()
-        self.due: dict[str, float] = {}  # task id → when its refresh may run
-        self.last: dict[str, float] = {}
+class ProgressSource:
+    """The operator's Redis: reads of the runners' state, and whether it answers (a condition)."""
 
-    def stop(self) -> None:
-        self.stopping.set()
+    def __init__(self, settings: Settings):
+        self.keys = ProgressKeys(settings.redis_key_prefix)
+        options = {"password": settings.redis_password, "socket_connect_timeout": 2, "decode_responses": True}
+        self.client = redis.asyncio.Redis.from_url(settings.redis_url, socket_timeout=2, **options)
+        # The subscriber waits for messages without a read timeout, and pings to notice a lost server.
+        self.subscriber = redis.asyncio.Redis.from_url(settings.redis_url, health_check_interval=10, **options)
+        self.live: tuple[bool, str, str] = AVAILABLE
+        self.skip_until = 0.0
+        self.on_change = lambda: None
 
-    def run(self) -> None:
-        channel = f"{self.settings.redis_key_prefix}:updates"
-        while not self.stopping.is_set():
+    def failed(self, error: Exception) -> None:
+        auth = isinstance(error, redis.AuthenticationError) or any(
+            word in str(error) for word in ("WRONGPASS", "NOAUTH", "invalid password"))
+        live = (False, "RedisAuthFailed" if auth else "RedisUnavailable",
+                f"live progress unavailable: {'Redis refused the password' if auth else 'Redis unreachable'} ({error})")
+        self.skip_until = time.monotonic() + REDIS_RETRY_S
+        self.changed(live)
+
+    def answered(self) -> None:
+        self.changed(AVAILABLE)
+
+    def changed(self, live: tuple[bool, str, str]) -> None:
+        if live[:2] != self.live[:2]:
+            log.log(logging.INFO if live[0] else logging.WARNING, "%s", live[2])
+            self.live = live
+            self.on_change()
+
+    async def state(self, task: str) -> ProgressState | None:
+        if time.monotonic() < self.skip_until:
+            return None
+        try:
+            fields = await self.client.hgetall(self.keys.hash(task))
+        except redis.RedisError as e:
+            self.failed(e)
+            return None
+        self.answered()
+        return ProgressState.from_hash(fields)
+
+    async def follow(self, nudged, reconnected) -> None:
+        """The runners' nudges on Redis' channel. After a reconnect, `reconnected()`: nudges sent
+        meanwhile are lost."""
+        while True:
             try:
-                pubsub = self.reconciler.redis.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(channel)
-                for task in list(self.reconciler.tasks):  # (re)connected: catch up on missed nudges
-                    self.due[task] = 0.0
-                while not self.stopping.is_set():
-                    message = pubsub.get_message(timeout=0.5)
-                    if message:
+                async with self.subscriber.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self.keys.channel)
+                    self.answered()
+                    reconnected()
+                    async for message in pubsub.listen():
                         metrics.PROGRESS_UPDATES.inc()
-                        task = message["data"]
-                        self.due.setdefault(task, self.last.get(task, 0.0) + self.settings.progress_interval_seconds)
-                    self.flush()
+                        nudged(message["data"])
             except redis.RedisError as e:
-                log.warning("Redis subscriber disconnected (%s); reconnecting in 5 s", e)
-                self.stopping.wait(5)
-
-    def flush(self) -> None:
-        clock = time.monotonic()
-        for task, due in list(self.due.items()):
-            if due > clock:
-                continue
-            del self.due[task]
-            self.last[task] = clock
-            target = self.reconciler.tasks.get(task)
-            if target:
-                try:
-                    self.reconciler.refresh(*target)
-                except Exception:  # noqa: BLE001 - one bad refresh must not end the subscriber
-                    log.exception("refreshing %s/%s failed", *target)
+                self.failed(e)
+                await asyncio.sleep(REDIS_RETRY_S)

@@ -1,61 +1,36 @@
-"""The operator's I/O: read what a VideoGeneration has (Job, pods, Redis progress), write its
-status and events. The decisions are made by the pure builders (job.py) and status.py."""
+"""The operator's one reconcile path, and its I/O.
 
+For one VideoGeneration: the observations (the resource, its Job and pods from kopf's indexes,
+fed by the watches; the runner's state in Redis) → the Job it needs (`job_action`) → its whole
+status (status.py) → one write by its one writer, refused by the API server when made from a
+stale snapshot (a PUT of the status subresource with the resourceVersion it was computed from).
+No API read happens on an event: reads are the watches'.
+"""
+
+import asyncio
 import datetime
 import json
 import logging
-import os
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
-import kopf
 import kubernetes
-import redis
-from pydantic import ValidationError
+import urllib3
 
 from videogen_operator import job as jobs
 from videogen_operator import metrics
 from videogen_operator.models import GROUP, KIND, PLURAL, VERSION, VideoGenerationSpec
+from videogen_operator.progress import ProgressSource
 from videogen_operator.settings import Settings
-from videogen_operator.status import TERMINAL, compute_status, conditions
-from videogen_runner.request import describe, dotted
+from videogen_operator.status import TERMINAL, Observation, compute_status, lost_job, transition_event
 
 log = logging.getLogger(__name__)
-REDIS_RETRY_S = 15.0
+Key = tuple[str, str]  # (namespace, name) of a VideoGeneration
+RETRY_S = 5.0
 
 
 def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class InvalidSpec(Exception):
-    """What only the operator can judge: the message names the field."""
-
-
-def parse_spec(body: dict, settings: Settings) -> tuple[VideoGenerationSpec, object]:
-    """The typed spec and the runner's request, or InvalidSpec naming the field."""
-    meta = body["metadata"]
-    try:
-        spec = VideoGenerationSpec.model_validate(body["spec"])
-    except ValidationError as e:
-        raise InvalidSpec(describe(e, lambda loc: "spec." + dotted(loc))) from None
-    try:
-        request = jobs.build_request(spec, meta["namespace"], meta["name"], settings)
-    except ValidationError as e:
-        raise InvalidSpec(describe(e, jobs.spec_field)) from None
-    if request.output.bucket is None:
-        raise InvalidSpec("spec.output.bucket: no bucket given and the operator has no default")
-    # Who may create a VideoGeneration must not thereby run any image or read any node folder.
-    if spec.runner_image and not settings.allow_image_override:
-        raise InvalidSpec("spec.runnerImage: this operator does not allow image overrides")
-    # Nor preempt other teams' GPU work with a priority class the platform did not hand out.
-    if spec.priority_class_name and spec.priority_class_name not in settings.allowed_priority_classes:
-        raise InvalidSpec(f"spec.priorityClassName: {spec.priority_class_name} is not allowed by this operator "
-                          f"({settings.allowed_priority_classes or 'none allowed'})")
-    if spec.model.host_path and not inside(spec.model.host_path, settings.allowed_host_paths):
-        raise InvalidSpec(f"spec.model.hostPath: {spec.model.host_path} is not under an allowed folder "
-                          f"({settings.allowed_host_paths or 'none allowed: use a pvc'})")
-    return spec, request
 
 
 def api_message(error: kubernetes.client.ApiException) -> str:
@@ -66,170 +41,268 @@ def api_message(error: kubernetes.client.ApiException) -> str:
         return f"{error.reason}: {error.body}"
 
 
-def inside(path: str, folders: list[str]) -> bool:
-    """Whether `path`, once `..` is resolved, is one of `folders` or below one."""
-    path = os.path.normpath(path)
-    return any(path == os.path.normpath(f) or path.startswith(os.path.normpath(f).rstrip("/") + "/") for f in folders)
+# --- what the indexes keep: only the fields the status needs, so that memory stays small ----------
+
+def trim_job(job: dict) -> dict:
+    meta, status = job["metadata"], job.get("status") or {}
+    return {"metadata": {"name": meta["name"], "uid": meta["uid"],
+                         "owners": [o["uid"] for o in meta.get("ownerReferences") or []],
+                         "deletionTimestamp": meta.get("deletionTimestamp")},
+            "spec": {"suspend": (job.get("spec") or {}).get("suspend")},
+            "status": {k: status[k] for k in ("active", "failed", "succeeded", "startTime", "completionTime",
+                                              "conditions") if k in status}}
+
+
+def trim_pod(pod: dict) -> dict:
+    meta, status = pod["metadata"], pod.get("status") or {}
+    return {"metadata": {"name": meta["name"], "creationTimestamp": meta.get("creationTimestamp"),
+                         "deletionTimestamp": meta.get("deletionTimestamp"),
+                         "job": (meta.get("labels") or {}).get("batch.kubernetes.io/controller-uid")},
+            "status": {"phase": status.get("phase"), "startTime": status.get("startTime"),
+                       "conditions": [c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"],
+                       "containerStatuses": [c for c in status.get("containerStatuses") or []
+                                             if c.get("name") == "runner"]}}
+
+
+def job_action(o: Observation, status: dict) -> str | None:
+    """What the Job needs: create, suspend, resume, delete, or nothing. Never a second Job for a
+    resource whose first is gone (lost_job). The user's suspend only ever adds a stop: without
+    Kueue it suspends the Job; with Kueue (which un-suspends what it admits) the Job is deleted,
+    and created again on resume."""
+    spec, job = o.spec, o.job
+    if spec is None or status["phase"] in TERMINAL:
+        return None
+    if job is None:
+        return None if lost_job(o) or (spec.suspend and spec.queue_name) else "create"
+    if job["metadata"].get("deletionTimestamp"):
+        return None
+    if spec.queue_name:
+        return "delete" if spec.suspend else None
+    if bool(job["spec"].get("suspend")) != spec.suspend:
+        return "suspend" if spec.suspend else "resume"
+    return None
+
+
+def uses_own_redis(spec: VideoGenerationSpec | None, settings: Settings) -> bool:
+    """Live progress comes from the operator's Redis; a resource naming another has none in status."""
+    return bool(settings.redis_url) and spec is not None and spec.reporting.redis_url in (None, settings.redis_url)
+
+
+class Routine(Exception):
+    """A routine API answer (gone meanwhile, namespace terminating, API server away): one line, a retry."""
+
+    def __init__(self, message: str, retry: float | None):
+        super().__init__(message)
+        self.retry = retry
+
+
+def routine(error: Exception) -> Routine | None:
+    if isinstance(error, kubernetes.client.ApiException):
+        if error.status == 404:
+            return Routine("gone meanwhile", None)
+        if error.status == 409:
+            return Routine("changed meanwhile; again from the watch's newer copy", 1.0)
+        if error.status == 403 and "being terminated" in (error.body or ""):
+            return Routine("its namespace is being deleted", None)
+        if error.status in (429, 500, 502, 503, 504):
+            return Routine(f"API server answered {error.status} {error.reason}", RETRY_S)
+        return None
+    if isinstance(error, (urllib3.exceptions.HTTPError, OSError)):
+        return Routine(f"API server unreachable ({type(error).__name__})", RETRY_S)
+    return None
+
+
+class Writers:
+    """One writer per resource: nudges coalesce into the next pass; no lock shared by all."""
+
+    def __init__(self, reconcile):
+        self.reconcile = reconcile
+        self.running: dict[Key, asyncio.Task] = {}
+        self.again: dict[Key, bool] = {}  # a nudge came during a pass; True: with a look at events
+
+    def nudge(self, key: Key, look_for_failures: bool = False) -> None:
+        if key in self.running:
+            self.again[key] = self.again.get(key, False) or look_for_failures
+            return
+        self.running[key] = asyncio.get_running_loop().create_task(self.run(key, look_for_failures))
+
+    def later(self, key: Key, delay: float) -> None:
+        asyncio.get_running_loop().call_later(delay, self.nudge, key)
+
+    async def run(self, key: Key, look_for_failures: bool) -> None:
+        try:
+            while True:
+                await self.reconcile(key, look_for_failures)
+                if key not in self.again:
+                    return
+                look_for_failures = self.again.pop(key)
+        finally:
+            del self.running[key]
 
 
 class Reconciler:
-    """Shared by the kopf handlers and the Redis subscriber thread."""
-
-    def __init__(self, settings: Settings, api_client=None):
+    def __init__(self, settings: Settings, indexes, leading=lambda namespace: True, api_client=None):
         self.settings = settings
+        self.indexes = indexes  # kopf's: videogenerations, jobs and pods by (namespace, name)
+        self.leading = leading
         self.api_client = api_client or kubernetes.client.ApiClient()
         self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
         self.batch = kubernetes.client.BatchV1Api(self.api_client)
         self.core = kubernetes.client.CoreV1Api(self.api_client)
-        self.redis = (redis.Redis.from_url(settings.redis_url, password=settings.redis_password,
-                                           socket_timeout=2, socket_connect_timeout=2, decode_responses=True)
-                      if settings.redis_url else None)
-        self.redis_skip_until = 0.0
-        self.tasks: dict[str, tuple[str, str]] = {}  # task id → (namespace, name), for Redis nudges
-        self.lock = threading.Lock()
+        self.pool = ThreadPoolExecutor(16, thread_name_prefix="api")  # the client is synchronous
+        self.redis = ProgressSource(settings) if settings.redis_url else None
+        self.writers = Writers(self.reconcile)
+        self.tasks: dict[str, Key] = {}  # Redis task id → resource, for the runners' nudges
+        self.written: dict[Key, tuple[str, dict]] = {}  # resourceVersion written over → the answer
+        self.created: dict[str, dict] = {}  # resource uid → the Job just created, until the watch has it
+        self.refused: dict[str, str] = {}  # resource uid → why the API server refused its Job
+        self.failures: dict[str, str] = {}  # Job uid → the Job controller's latest FailedCreate
+        self.progress_due: dict[Key, float] = {}  # when a runner's next nudge may run the writer
+        self.ready = False  # kopf has filled the indexes (its handlers run only then)
 
-    # --- the Job -------------------------------------------------------------------------------
+    async def call(self, fn, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(self.pool, lambda: fn(*args, **kwargs))
 
-    def ensure_job(self, body: dict) -> None:
-        """Creates the resource's one Job unless it exists (idempotent across restarts)."""
-        spec, request = parse_spec(body, self.settings)
-        if spec.suspend and spec.queue_name:
-            return  # Kueue would admit it: a queued resource gets its Job only once resumed
-        manifest = jobs.build_job(body, spec, request, self.settings)
-        namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
-        try:
-            self.batch.create_namespaced_job(namespace, manifest)
-        except kubernetes.client.ApiException as e:
-            if e.status in (400, 422):
-                raise InvalidSpec(f"the Job was refused: {api_message(e)}"[:1000]) from None
-            if e.status != 409:
-                raise
-            if self.job_of(body) is None:  # a Job of an earlier resource of the same name, still being deleted
-                raise kopf.TemporaryError(f"Job {name} belongs to an earlier resource; waiting for its deletion",
-                                          delay=5) from None
-            return
-        metrics.JOBS_CREATED.inc()
-        self.event(body, "Normal", "JobCreated", f"created Job {name}")
+    # --- observations -------------------------------------------------------------------------
 
-    def job_of(self, body: dict) -> dict | None:
-        """The resource's Job as a plain dict, or None (absent, or owned by another resource)."""
-        meta = body["metadata"]
-        try:
-            job = self.batch.read_namespaced_job(jobs.job_name(meta["name"]), meta["namespace"])
-        except kubernetes.client.ApiException as e:
-            if e.status != 404:
-                raise
+    def resource(self, key: Key) -> dict | None:
+        """The resource as last seen: the watch's copy, or the answer to our own write when the
+        watch has not delivered it yet."""
+        found = list(self.indexes["videogenerations"].get(key, []))
+        if not found:
             return None
-        job = self.api_client.sanitize_for_serialization(job)
-        owners = [o["uid"] for o in job["metadata"].get("ownerReferences") or []]
-        return job if meta["uid"] in owners else None
+        body = found[0]
+        written = self.written.get(key)
+        if written and written[0] == body["metadata"]["resourceVersion"]:
+            return written[1]
+        self.written.pop(key, None)  # the watch caught up
+        return body
 
-    def set_suspended(self, body: dict, suspend: bool) -> None:
-        """The user's suspend only ever adds a stop. Without Kueue it suspends the Job; with Kueue
-        (which un-suspends what it admits) the Job is deleted, and created again on resume."""
-        spec = VideoGenerationSpec.model_validate(body["spec"])
-        meta = body["metadata"]
-        if spec.queue_name:
-            if not suspend:
-                self.ensure_job(body)
-                return
-            try:
-                self.batch.delete_namespaced_job(jobs.job_name(meta["name"]), meta["namespace"],
-                                                 propagation_policy="Background")
-            except kubernetes.client.ApiException as e:
-                if e.status != 404:
-                    raise
-            return
+    def job(self, key: Key, uid: str) -> dict | None:
+        """Its Job: the watch's copy if owned by this resource (not by an earlier one of the same name)."""
+        owned = [j for j in self.indexes["jobs"].get(key, []) if uid in j["metadata"]["owners"]]
+        if owned:
+            self.created.pop(uid, None)
+            return owned[0]
+        return self.created.get(uid)
+
+    def pods(self, key: Key, job: dict | None) -> list[dict]:
+        if job is None:
+            return []
+        return [p for p in self.indexes["pods"].get(key, []) if p["metadata"]["job"] == job["metadata"]["uid"]]
+
+    async def observe(self, key: Key, body: dict, look_for_failures: bool) -> Observation:
+        meta, old = body["metadata"], body.get("status") or {}
         try:
-            self.batch.patch_namespaced_job(jobs.job_name(meta["name"]), meta["namespace"],
-                                            {"spec": {"suspend": suspend}})
-        except kubernetes.client.ApiException as e:
-            if e.status != 404:
-                raise
+            spec, _ = jobs.parse_spec(body, self.settings)
+            invalid = self.refused.get(meta["uid"])
+        except jobs.InvalidSpec as e:
+            spec, invalid = None, str(e)
+        job = self.job(key, meta["uid"])
+        pods = self.pods(key, job)
+        progress = live = None
+        if uses_own_redis(spec, self.settings) and old.get("phase") not in TERMINAL:
+            task = jobs.task_id(*key)
+            self.tasks[task] = key
+            progress = await self.redis.state(task)
+            live = self.redis.live
+        if job is not None and not pods and not job["spec"].get("suspend") and look_for_failures:
+            await self.look_for_failure(key[0], job)
+        failure = self.failures.get(job["metadata"]["uid"]) if job is not None and not pods else None
+        return Observation(spec=spec, meta=meta, old=old, job=job, pods=pods, progress=progress,
+                           live_progress=live, creation_failure=failure, invalid=invalid, now=now())
 
-    # --- status --------------------------------------------------------------------------------
-
-    def refresh(self, namespace: str, name: str) -> None:
-        """Recomputes and writes the status from the current Job, pods and progress."""
-        with self.lock:  # one writer at a time, so transitions and events are not doubled
-            try:
-                body = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-            except kubernetes.client.ApiException as e:
-                if e.status == 404:
-                    return
-                raise
-            old = body.get("status") or {}
-            if old.get("reason") == "InvalidSpec":
-                return
-            spec = VideoGenerationSpec.model_validate(body["spec"])
-            task = jobs.task_id(namespace, name)
-            self.tasks[task] = (namespace, name)
-            job = self.job_of(body)
-            pods = []
-            if job is not None:
-                selector = f"batch.kubernetes.io/controller-uid={job['metadata']['uid']}"
-                pods = self.api_client.sanitize_for_serialization(
-                    self.core.list_namespaced_pod(namespace, label_selector=selector))["items"]
-            # A Job without pods may be refused them (not while it is suspended: then none are due).
-            failure = None
-            if job is not None and not pods and not job["spec"].get("suspend"):
-                failure = self.creation_failure(namespace, job)
-            status = compute_status(spec, body["metadata"]["generation"], old, job, pods,
-                                    self.progress(task), now(), failure)
-            if status["phase"] in TERMINAL:
-                self.tasks.pop(task, None)
-            if _without_times(status) == _without_times(old):
-                return
-            self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name,
-                                                              {"status": status})
-            if status["phase"] != old.get("phase"):
-                self.transition(body, old.get("phase"), status)
-
-    def creation_failure(self, namespace: str, job: dict) -> str | None:
-        """The Job controller's latest FailedCreate warning for this Job (a quota, an admission
-        policy refused the pod), which the Job's own status does not carry."""
+    async def look_for_failure(self, namespace: str, job: dict) -> None:
+        """The Job controller's latest FailedCreate warning (a quota, an admission policy refused
+        the pod), which the Job's own status does not carry; asked on the periodic pass only."""
         selector = f"involvedObject.uid={job['metadata']['uid']},reason=FailedCreate"
-        try:
-            events = self.core.list_namespaced_event(namespace, field_selector=selector).items
-        except kubernetes.client.ApiException as e:
-            log.warning("events of job %s unavailable: %s", job["metadata"]["name"], e.reason)
-            return None
+        events = (await self.call(self.core.list_namespaced_event, namespace, field_selector=selector)).items
         latest = max(events, default=None,
                      key=lambda e: str(e.last_timestamp or e.event_time or e.metadata.creation_timestamp or ""))
-        return latest.message if latest is not None else None
+        if latest is not None:
+            self.failures[job["metadata"]["uid"]] = latest.message
 
-    def fail_invalid(self, body: dict, message: str) -> None:
-        meta = body["metadata"]
-        old = body.get("status") or {}
-        status = {"phase": "Failed", "reason": "InvalidSpec", "message": message,
-                  "observedGeneration": meta.get("generation"), "completionTime": now(),
-                  "conditions": conditions("Failed", "InvalidSpec", message, old.get("conditions") or [],
-                                           meta.get("generation"), now())}
-        self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, meta["namespace"], PLURAL, meta["name"],
-                                                          {"status": status})
-        self.transition(body, (body.get("status") or {}).get("phase"), status)
+    # --- the one reconcile path ---------------------------------------------------------------
 
-    def progress(self, task: str) -> dict | None:
-        """The runner's latest state in Redis, or None when Redis is absent or down (then it is
-        skipped for a while, so that an outage does not slow every status update)."""
-        if self.redis is None or time.monotonic() < self.redis_skip_until:
-            return None
+    async def reconcile(self, key: Key, look_for_failures: bool = False) -> None:
         try:
-            return self.redis.hgetall(f"{self.settings.redis_key_prefix}:task:{task}") or None
-        except redis.RedisError as e:
-            self.redis_skip_until = time.monotonic() + REDIS_RETRY_S
-            log.warning("progress unavailable from Redis (%s); retrying in %.0f s", e, REDIS_RETRY_S)
-            return None
+            await self.reconcile_once(key, look_for_failures)
+        except Exception as e:  # noqa: BLE001 - routine answers are one line; the rest are bugs
+            known = routine(e)
+            if known is None:
+                log.exception("reconciling %s/%s failed", *key)
+                self.writers.later(key, RETRY_S)
+                return
+            log.warning("%s/%s: %s", *key, known)
+            if known.retry is not None:
+                self.writers.later(key, known.retry)
 
-    def transition(self, body: dict, old_phase: str | None, status: dict) -> None:
-        metrics.TRANSITIONS.labels(phase=status["phase"]).inc()
-        if status["phase"] == "Succeeded" and status.get("output", {}).get("timings"):
-            metrics.GENERATION_SECONDS.observe(status["output"]["timings"]["total"])
-        kind = "Warning" if status["phase"] == "Failed" or status["reason"] in (
-            "Unschedulable", "FailedCreate", "ErrImagePull", "ImagePullBackOff", "Retrying") else "Normal"
-        self.event(body, kind, status["reason"], f"{old_phase or 'New'} → {status['phase']}: {status['message']}")
+    async def reconcile_once(self, key: Key, look_for_failures: bool) -> None:
+        body = self.resource(key)
+        if body is None or not self.ready or not self.leading(key[0]):
+            return
+        # 1. Observe.
+        o = await self.observe(key, body, look_for_failures)
+        # 2. The Job it needs.
+        status = compute_status(o)
+        action = job_action(o, status)
+        if action is not None:
+            await self.act(action, key, body, o.spec)
+            o = await self.observe(key, body, False)
+            status = compute_status(o)
+        # 3. The whole status, written over the version it was computed from.
+        if _without_times(status) == _without_times(o.old):
+            return
+        meta = body["metadata"]
+        answer = await self.call(
+            self.custom.replace_namespaced_custom_object_status, GROUP, VERSION, key[0], PLURAL, key[1],
+            {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "status": status,
+             "metadata": {"name": key[1], "namespace": key[0], "resourceVersion": meta["resourceVersion"]}})
+        self.written[key] = (meta["resourceVersion"], answer)
+        if status["phase"] in TERMINAL:
+            self.tasks.pop(jobs.task_id(*key), None)
+        await self.transition(body, o.old, status)
 
-    def event(self, body: dict, kind: str, reason: str, message: str) -> None:
+    async def act(self, action: str, key: Key, body: dict, spec: VideoGenerationSpec) -> None:
+        name = jobs.job_name(key[1])
+        if action == "create":
+            await self.create_job(body)
+        elif action == "delete":
+            await self.call(self.batch.delete_namespaced_job, name, key[0], propagation_policy="Background")
+        else:
+            await self.call(self.batch.patch_namespaced_job, name, key[0], {"spec": {"suspend": action == "suspend"}})
+
+    async def create_job(self, body: dict) -> None:
+        """Creates the resource's one Job unless it exists (its name is deterministic)."""
+        meta = body["metadata"]
+        spec, request = jobs.parse_spec(body, self.settings)
+        manifest = jobs.build_job(body, spec, request, self.settings)
+        try:
+            created = await self.call(self.batch.create_namespaced_job, meta["namespace"], manifest)
+        except kubernetes.client.ApiException as e:
+            if e.status in (400, 422):
+                self.refused[meta["uid"]] = f"the Job was refused: {api_message(e)}"[:1000]
+                return
+            if e.status != 409:
+                raise
+            # Ours and not yet watched, or an earlier resource's still being deleted: its deletion nudges.
+            return
+        self.created[meta["uid"]] = trim_job(self.api_client.sanitize_for_serialization(created))
+        metrics.JOBS_CREATED.inc()
+        await self.event(body, "Normal", "JobCreated", f"created Job {manifest['metadata']['name']}")
+
+    # --- events and metrics -------------------------------------------------------------------
+
+    async def transition(self, body: dict, old: dict, status: dict) -> None:
+        if status["phase"] != old.get("phase"):
+            metrics.TRANSITIONS.labels(phase=status["phase"]).inc()
+            if status["phase"] == "Succeeded" and (status.get("output") or {}).get("timings"):
+                metrics.GENERATION_SECONDS.observe(status["output"]["timings"]["total"])
+        event = transition_event(old, status)
+        if event is not None:
+            await self.event(body, *event)
+
+    async def event(self, body: dict, kind: str, reason: str, message: str) -> None:
         meta = body["metadata"]
         stamp = datetime.datetime.now(datetime.UTC)
         event = {
@@ -241,9 +314,46 @@ class Reconciler:
             "source": {"component": "videogen-operator"}, "reportingComponent": "videogen-operator",
         }
         try:
-            self.core.create_namespaced_event(meta["namespace"], event)
-        except kubernetes.client.ApiException as e:
-            log.warning("event not posted: %s", e.reason)
+            await self.call(self.core.create_namespaced_event, meta["namespace"], event)
+        except Exception as e:  # noqa: BLE001 - an event is best effort
+            log.warning("event %s of %s/%s not posted: %s", reason, meta["namespace"], meta["name"],
+                        getattr(e, "reason", None) or type(e).__name__)
+
+    # --- what nudges the writers --------------------------------------------------------------
+
+    def unfinished(self) -> list[Key]:
+        return [key for key, found in self.indexes["videogenerations"].items()
+                for body in found if (body.get("status") or {}).get("phase") not in TERMINAL]
+
+    def nudge_all(self, look_for_failures: bool = False) -> None:
+        for key in self.unfinished():
+            self.writers.nudge(key, look_for_failures)
+
+    def forget(self, key: Key, uid: str) -> None:
+        self.written.pop(key, None)
+        self.progress_due.pop(key, None)
+        self.tasks.pop(jobs.task_id(*key), None)
+        for memory in (self.created, self.refused):
+            memory.pop(uid, None)
+
+    def progress_nudged(self, task: str) -> None:
+        """A runner's nudge: its resource's writer, at most once per progress interval."""
+        key = self.tasks.get(task)
+        if key is None:
+            return
+        wait = self.progress_due.get(key, 0.0) - time.monotonic()
+        self.progress_due[key] = time.monotonic() + max(wait, 0.0) + self.settings.progress_interval_seconds
+        if wait > 0:
+            self.writers.later(key, wait)
+        else:
+            self.writers.nudge(key)
+
+    async def resync(self) -> None:
+        """Every resync interval, every unfinished resource again, from the indexes (no API read),
+        looking at the events of Jobs that have no pod."""
+        while True:
+            await asyncio.sleep(self.settings.resync_seconds)
+            self.nudge_all(look_for_failures=True)
 
 
 def _without_times(status: dict) -> dict:

@@ -1,11 +1,17 @@
-"""Status as a pure function of what the operator observes: the Job, its pods, Redis' progress.
+"""Status as a pure function of what the operator observes: the spec's verdict, the Job, its
+pods, Redis' progress and whether Redis answers. The one writer (reconcile.py) writes its result
+whole, so nothing of an earlier attempt survives.
 
 No API calls here, so every phase and reason is unit-tested from plain dicts.
 """
 
+import datetime
+from dataclasses import dataclass, field
+
 from pydantic import ValidationError
 
 from videogen_operator.models import VideoGenerationSpec
+from videogen_runner.progress import ProgressState
 from videogen_runner.result import RunResult
 
 # Stalled is kstatus' word for "will not progress": Flux's health checks (and kstatus users) see a
@@ -45,16 +51,6 @@ def run_result(pod: dict) -> RunResult | str | None:
 
 def newest(pods: list[dict]) -> dict | None:
     return max(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""), default=None)
-
-
-def progress_from_redis(state: dict) -> dict:
-    """The Redis hash (strings) as status.progress."""
-    progress = {"stage": state.get("stage")}
-    for field, key, kind in (("percent", "percent", float), ("step", "step", int),
-                             ("totalSteps", "total_steps", int), ("etaSeconds", "eta_seconds", float)):
-        if state.get(key) not in (None, ""):
-            progress[field] = kind(float(state[key])) if kind is int else kind(state[key])
-    return {k: v for k, v in progress.items() if v is not None}
 
 
 def output_status(result: RunResult) -> dict:
@@ -111,38 +107,154 @@ def phase_of(spec: VideoGenerationSpec, job: dict | None, pods: list[dict],
     return "Running", "Finishing", "the runner has finished; waiting for the Job"
 
 
-def compute_status(spec: VideoGenerationSpec, generation: int, old: dict, job: dict | None, pods: list[dict],
-                   progress: dict | None, now: str, creation_failure: str | None = None) -> dict:
-    """The whole status subresource for these observations."""
-    if old.get("phase") in TERMINAL and job is None:
-        return old  # the finished Job was cleaned up (TTL): the outcome stays
-    phase, reason, message = phase_of(spec, job, pods, creation_failure)
+@dataclass(frozen=True)
+class Observation:
+    """Everything the status is computed from, as the watches (and Redis) last showed it."""
+
+    spec: VideoGenerationSpec | None  # None when the spec is invalid
+    meta: dict  # the resource's metadata (creationTimestamp, generation)
+    old: dict  # the status as written last
+    job: dict | None = None  # its Job, owned by it
+    pods: list[dict] = field(default_factory=list)  # that Job's pods
+    progress: ProgressState | None = None  # the runner's latest state in the operator's Redis
+    live_progress: tuple[bool, str, str] | None = None  # (available, reason, message); None: no Redis to use
+    creation_failure: str | None = None  # the Job controller's latest FailedCreate warning
+    invalid: str | None = None  # InvalidSpec: the message, naming the field
+    now: str = ""
+
+
+def compute_status(o: Observation) -> dict:
+    """The whole status subresource: whatever an earlier attempt wrote and this one does not, goes."""
+    old = o.old
+    generation = o.meta.get("generation")
+    if old.get("phase") in TERMINAL and not (old["phase"] == "Succeeded" and not old.get("output") and o.job):
+        return old  # final; the finished Job may be cleaned up (TTL): the outcome stays
+    if o.invalid is not None:
+        phase, reason, message = "Failed", "InvalidSpec", o.invalid
+    elif o.job is None and lost_job(o) and o.spec is not None:
+        phase, reason, message = recovered(o)
+    else:
+        phase, reason, message = phase_of(o.spec, o.job, o.pods, o.creation_failure)
     status = {"phase": phase, "reason": reason, "message": message[:2000], "observedGeneration": generation}
-    if job is not None:
-        job_status = job.get("status", {})
-        status["jobName"] = job["metadata"]["name"]
-        # The pods themselves, when the Job's counters lag behind them (they do, briefly).
-        counted = sum(job_status.get(k) or 0 for k in ("active", "failed", "succeeded"))
-        status["attempts"] = max(counted, len(pods))
-        if job_status.get("startTime"):
-            status["startTime"] = job_status["startTime"]
-        finished = job_status.get("completionTime") or (job_condition(job, "Failed") or {}).get("lastTransitionTime")
+    if old.get("jobName"):
+        status["jobName"] = old["jobName"]
+    attempts = max(old.get("attempts") or 0, len([p for p in o.pods if ran(p)]))
+    if old.get("startTime"):
+        status["startTime"] = old["startTime"]
+    if o.job is not None:
+        job_status = o.job.get("status", {})
+        status["jobName"] = o.job["metadata"]["name"]
+        attempts = max(attempts, (job_status.get("failed") or 0) + (job_status.get("succeeded") or 0))
+        status["startTime"] = status.get("startTime") or job_status.get("startTime")
+        finished = job_status.get("completionTime") or (job_condition(o.job, "Failed") or {}).get("lastTransitionTime")
         if phase in TERMINAL and finished:
             status["completionTime"] = finished
+    if phase in TERMINAL and "completionTime" not in status:
+        status["completionTime"] = o.now
+    if attempts:
+        status["attempts"] = attempts
+    status = {k: v for k, v in status.items() if v is not None}
 
+    result = finished_result(o)
     if phase == "Succeeded":
-        succeeded = [p for p in pods if p.get("status", {}).get("phase") == "Succeeded"]
-        result = run_result(newest(succeeded)) if succeeded else None
-        if isinstance(result, RunResult) and result.output:
+        if result is not None and result.output:
             status["output"] = output_status(result)
         status["progress"] = {"stage": "succeeded", "percent": 100.0}
-    elif phase == "Running" and progress:
-        status["progress"] = progress_from_redis(progress)
-    elif old.get("progress") and phase not in TERMINAL:
-        status["progress"] = old["progress"]  # keep the last known progress through a retry or Redis outage
+    elif phase == "Running" and current_progress(o):
+        status["progress"] = progress_status(current_progress(o))
 
-    status["conditions"] = conditions(phase, reason, message, old.get("conditions") or [], generation, now)
+    status["conditions"] = conditions(phase, reason, message, old.get("conditions") or [], generation, o.now)
+    if o.live_progress is not None and phase not in TERMINAL:
+        status["conditions"].append(live_progress_condition(o.live_progress, old.get("conditions") or [],
+                                                            generation, o.now))
     return status
+
+
+def lost_job(o: Observation) -> bool:
+    """Whether a Job ran for this resource and is gone (it finished and its TTL removed it while the
+    operator was away, or someone deleted it): creating another would generate the video twice.
+    A Job ran when status names it, or when the runner wrote to Redis after the resource was
+    created (the status naming the Job may have been lost with the operator). A queued resource's
+    Job deleted by `suspend` is not lost: resuming creates it anew."""
+    ran_before = o.old.get("jobName") or fresh(o.progress, o.meta.get("creationTimestamp"))
+    return bool(ran_before) and o.old.get("phase") != "Suspended" and not (o.spec and o.spec.suspend)
+
+
+def recovered(o: Observation) -> tuple[str, str, str]:
+    """The outcome of a lost Job, from the runner's result in Redis; else a clear reason."""
+    result = o.progress.run_result() if fresh(o.progress, o.meta.get("creationTimestamp")) else None
+    if result is None and o.live_progress is not None and not o.live_progress[0]:
+        return (o.old.get("phase") or "Running", "Recovering",
+                "the Job is gone; waiting for Redis to read the runner's result")
+    if result is None:
+        return ("Failed", "JobLost", "the Job ended while the operator was away and left no result (Redis has none); "
+                "the video is not generated again: create a new resource to retry")
+    if result.status == "succeeded":
+        return "Succeeded", "Generated", "the video is in place (recovered from the runner's result in Redis)"
+    return "Failed", result.reason or "RunFailed", result.message or "the runner failed"
+
+
+def finished_result(o: Observation) -> RunResult | None:
+    """The runner's result: the termination message of the newest succeeded pod, else Redis'."""
+    succeeded = [p for p in o.pods if p.get("status", {}).get("phase") == "Succeeded"]
+    result = run_result(newest(succeeded)) if succeeded else None
+    if isinstance(result, RunResult):
+        return result
+    return o.progress.run_result() if fresh(o.progress, o.meta.get("creationTimestamp")) else None
+
+
+def current_progress(o: Observation) -> ProgressState | None:
+    """Redis' state when it is the running pod's own: written after that pod started, so that a
+    retry never shows the failed attempt's last step."""
+    pod = newest(o.pods)
+    started = (pod or {}).get("status", {}).get("startTime") if pod else None
+    state = o.progress if fresh(o.progress, started) else None
+    return state if state is not None and state.status == "running" else None
+
+
+def fresh(state: ProgressState | None, since: str | None) -> bool:
+    """Whether Redis' state was written at or after `since` (RFC 3339; None: no bound known)."""
+    if state is None:
+        return False
+    if not since:
+        return True
+    return state.updated_at >= datetime.datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp()
+
+
+def ran(pod: dict) -> bool:
+    """Whether the pod's runner started (an unschedulable or refused pod is no attempt)."""
+    state = runner_state(pod)
+    return bool(state.get("running") or state.get("terminated"))
+
+
+def progress_status(state: ProgressState) -> dict:
+    progress = {"stage": state.stage, "percent": state.percent, "step": state.step,
+                "totalSteps": state.total_steps, "etaSeconds": state.eta_seconds}
+    return {k: v for k, v in progress.items() if v is not None}
+
+
+def live_progress_condition(live: tuple[bool, str, str], old: list[dict], generation: int, now: str) -> dict:
+    available, reason, message = live
+    status = "True" if available else "False"
+    was = next((c for c in old if c["type"] == "ProgressAvailable"), {})
+    return {"type": "ProgressAvailable", "status": status, "reason": reason, "message": message[:1000],
+            "lastTransitionTime": was["lastTransitionTime"] if was.get("status") == status else now,
+            "observedGeneration": generation}
+
+
+WARNING_REASONS = {"Unschedulable", "FailedCreate", "ErrImagePull", "ImagePullBackOff", "InvalidImageName",
+                   "CreateContainerConfigError", "CreateContainerError", "Retrying"}
+
+
+def transition_event(old: dict, new: dict) -> tuple[str, str, str] | None:
+    """The Kubernetes event (type, reason, message) a status change deserves: one per phase
+    change, or per new problem within a phase; Warning for failures and problems."""
+    if (new["phase"], new["reason"]) == (old.get("phase"), old.get("reason")):
+        return None
+    if new["phase"] == old.get("phase") and new["reason"] not in WARNING_REASONS:
+        return None
+    kind = "Warning" if new["phase"] == "Failed" or new["reason"] in WARNING_REASONS else "Normal"
+    return kind, new["reason"], f"{old.get('phase') or 'New'} → {new['phase']}: {new['message']}"
 
 
 def conditions(phase: str, reason: str, message: str, old: list[dict], generation: int, now: str) -> list[dict]:

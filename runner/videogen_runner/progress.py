@@ -1,5 +1,7 @@
 """Progress reporting to Redis, best effort: a Redis outage never fails a generation.
 
+The contract with the operator and with outside consumers is the code below: `ProgressKeys`
+(the key layout) and `ProgressState` (the hash's fields), both used by the operator too.
 Key layout (stable for outside consumers; see docs/runner.md), with prefix "videogen":
 - ``videogen:task:<task_id>``         hash: the latest state (stage, step, percent, eta, result…)
 - ``videogen:task:<task_id>:events``  stream, capped: every update, for history
@@ -9,19 +11,82 @@ Key layout (stable for outside consumers; see docs/runner.md), with prefix "vide
 import logging
 import os
 import time
+from dataclasses import dataclass
+from typing import Literal
 
 import redis
+from pydantic import BaseModel, ValidationError
 
 from videogen_runner.request import Reporting
 from videogen_runner.result import RunResult
 
 log = logging.getLogger(__name__)
 
-STAGES = ("loading", "encoding", "denoising", "decoding", "exporting", "uploading", "succeeded", "failed")
+Stage = Literal["loading", "encoding", "denoising", "decoding", "exporting", "uploading", "succeeded", "failed"]
 # Overall percent at the start of each stage; denoising spans 5 → 95.
 STAGE_PERCENT = {"loading": 0, "encoding": 3, "denoising": 5, "decoding": 95, "exporting": 97, "uploading": 98}
 STREAM_MAXLEN = 1000
 RETRY_AFTER_S = 15.0  # after a failure, skip Redis for a while rather than stall every step
+
+
+@dataclass(frozen=True)
+class ProgressKeys:
+    """Where one key prefix keeps its tasks' progress."""
+
+    prefix: str = "videogen"
+
+    @property
+    def channel(self) -> str:
+        return f"{self.prefix}:updates"
+
+    def hash(self, task_id: str) -> str:
+        return f"{self.prefix}:task:{task_id}"
+
+    def stream(self, task_id: str) -> str:
+        return f"{self.hash(task_id)}:events"
+
+
+class ProgressState(BaseModel):
+    """One task's latest state: the hash's fields (strings in Redis; absent when unset)."""
+
+    task_id: str
+    updated_at: float  # Unix seconds
+    stage: Stage
+    status: Literal["running", "succeeded", "failed"] = "running"
+    percent: float | None = None
+    step: int | None = None
+    total_steps: int | None = None
+    eta_seconds: float | None = None  # remaining denoising time
+    exit_code: int | None = None
+    result: str | None = None  # the RunResult's JSON, at the end
+    output_uri: str | None = None
+    error_reason: str | None = None
+    error_message: str | None = None
+
+    def to_hash(self) -> dict[str, str]:
+        return {name: _text(value) for name, value in self.model_dump(exclude_none=True).items()}
+
+    @classmethod
+    def from_hash(cls, fields: dict[str, str]) -> "ProgressState | None":
+        """The state from a hash as Redis returns it; None when empty or not of this shape."""
+        try:
+            return cls.model_validate({k: v for k, v in fields.items() if v != ""}) if fields else None
+        except ValidationError:
+            return None
+
+    def run_result(self) -> RunResult | None:
+        """The runner's result, once it has finished."""
+        try:
+            return RunResult.model_validate_json(self.result) if self.result else None
+        except ValidationError:
+            return None
+
+
+def _text(value) -> str:
+    """Numbers as Redis consumers expect them: 100, not 100.0."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 class ProgressReporter:
@@ -29,9 +94,7 @@ class ProgressReporter:
         self.task_id = task_id
         self.reporting = reporting
         self.clock = clock
-        self.hash_key = f"{reporting.key_prefix}:task:{task_id}"
-        self.stream_key = f"{self.hash_key}:events"
-        self.channel = f"{reporting.key_prefix}:updates"
+        self.keys = ProgressKeys(reporting.key_prefix)
         self._redis = None
         if reporting.redis_url:
             self._redis = redis.Redis.from_url(
@@ -43,49 +106,47 @@ class ProgressReporter:
             )
         self._skip_until = 0.0
         self._denoise_started = None
-        self._fresh = True  # the first write of a run clears what an earlier attempt left
+        self._step: dict = {}  # the latest denoising step, kept through the later stages
 
-    def stage(self, stage: str) -> None:
+    def stage(self, stage: Stage) -> None:
         if stage == "denoising":
             self._denoise_started = self.clock()
-        self._send({"stage": stage, "status": "running", "percent": STAGE_PERCENT[stage]})
+        self._send(stage=stage, percent=STAGE_PERCENT[stage], **self._step)
 
     def step(self, step: int, total: int) -> None:
         """After denoising step `step` (1-based) of `total`: percent and the remaining denoising time."""
         elapsed = self.clock() - (self._denoise_started or self.clock())
         eta = elapsed / step * (total - step) if step else None
         percent = STAGE_PERCENT["denoising"] + 90 * step / total
-        self._send({"stage": "denoising", "status": "running", "step": step, "total_steps": total,
-                    "percent": round(percent, 1), "eta_seconds": round(eta, 1) if eta is not None else ""})
+        self._step = {"step": step, "total_steps": total}
+        self._send(stage="denoising", percent=round(percent, 1), eta_seconds=round(eta, 1) if eta is not None else None,
+                   **self._step)
 
     def finish(self, result: RunResult) -> None:
         self._skip_until = 0.0  # the outcome is worth one more try
         fields = {"stage": result.status, "status": result.status, "exit_code": result.exit_code,
-                  "result": result.model_dump_json(exclude_none=True), "eta_seconds": 0}
+                  "result": result.model_dump_json(exclude_none=True), "eta_seconds": 0, **self._step}
         if result.status == "succeeded":
-            fields["percent"] = 100
-            fields["output_uri"] = (result.output.uri if result.output else None) or ""
+            fields.update(percent=100, output_uri=result.output.uri if result.output else None)
         else:
-            fields["error_reason"] = result.reason or ""
-            fields["error_message"] = (result.message or "")[:2000]
-        self._send(fields)
+            fields.update(error_reason=result.reason, error_message=(result.message or "")[:2000])
+        self._send(**fields)
 
-    def _send(self, fields: dict) -> None:
+    def _send(self, **fields) -> None:
+        """Replaces the hash with the whole state (nothing of an earlier attempt survives)."""
         if self._redis is None or self.clock() < self._skip_until:
             return
-        fields = {"task_id": self.task_id, "updated_at": round(time.time(), 3), **fields}
+        state = ProgressState(task_id=self.task_id, updated_at=round(time.time(), 3), **fields).to_hash()
+        key, stream = self.keys.hash(self.task_id), self.keys.stream(self.task_id)
         try:
-            pipe = self._redis.pipeline(transaction=False)
-            if self._fresh:
-                pipe.delete(self.hash_key)
-            pipe.hset(self.hash_key, mapping=fields)
-            pipe.expire(self.hash_key, self.reporting.ttl_seconds)
-            pipe.xadd(self.stream_key, fields, maxlen=STREAM_MAXLEN, approximate=True)
-            pipe.expire(self.stream_key, self.reporting.ttl_seconds)
-            pipe.publish(self.channel, self.task_id)
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.delete(key)
+            pipe.hset(key, mapping=state)
+            pipe.expire(key, self.reporting.ttl_seconds)
+            pipe.xadd(stream, state, maxlen=STREAM_MAXLEN, approximate=True)
+            pipe.expire(stream, self.reporting.ttl_seconds)
+            pipe.publish(self.keys.channel, self.task_id)
             pipe.execute()
-            self._fresh = False
         except redis.RedisError as e:
             self._skip_until = self.clock() + RETRY_AFTER_S
             log.warning("progress not reported to Redis (%s); retrying in %.0fs", e, RETRY_AFTER_S)
-

@@ -32,7 +32,7 @@ def chart_token(cluster, kube_bin) -> str:
          "--kube-version", "1.37.2",
          "--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml"],
         capture_output=True, text=True, check=True, timeout=60).stdout
-    cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=rendered)
+    cluster.kubectl("apply", "-f", "-", input=rendered)  # each object in its own namespace
     return cluster.kubectl("create", "token", "vg-videogen", "-n", NAMESPACE, "--duration=2h").stdout.strip()
 
 
@@ -173,12 +173,19 @@ def test_without_redis_the_status_is_still_complete(operator, namespace, tiny_mo
     assert status["progress"] == {"stage": "succeeded", "percent": 100.0}
 
 
-def test_metrics_count_jobs_and_transitions(operator):
+def metric(operator, line: str) -> float:
     port = operator.env["VIDEOGEN_METRICS_PORT"]
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    created = [line for line in text.splitlines() if line.startswith("videogen_jobs_created_total ")]
-    assert created and float(created[0].split()[1]) >= 1
-    assert 'videogen_phase_transitions_total{phase="Succeeded"}' in text
+    return sum(float(m.split()[-1]) for m in text.splitlines() if m.startswith(line + " "))
+
+
+def test_metrics_count_jobs_and_transitions(operator, namespace, tiny_models):
+    created, suspended = metric(operator, "videogen_jobs_created_total"), metric(
+        operator, 'videogen_phase_transitions_total{phase="Suspended"}')
+    apply(operator.cluster, namespace, tiny_manifest(tiny_models, "counted", suspend=True))
+    operator.cluster.kubectl("wait", "-n", namespace, "--for=condition=Suspended", "vg/counted", "--timeout=60s")
+    assert metric(operator, "videogen_jobs_created_total") == created + 1
+    assert metric(operator, 'videogen_phase_transitions_total{phase="Suspended"}') == suspended + 1
 
 
 def test_a_runner_failure_ends_failed_with_its_reason(operator, namespace, tiny_models, tmp_path):
@@ -240,18 +247,71 @@ def test_suspend_stops_and_resume_finishes(operator, namespace, tiny_models, red
     cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", "vg/pausable", "--timeout=240s")
 
 
-def test_restart_creates_no_second_job_and_delete_cleans_up(operator, namespace, tiny_models):
-    cluster = operator.cluster
-    with operator.stopped():
-        apply(cluster, namespace, tiny_manifest(tiny_models, "while-down"))
-    cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", "vg/while-down", "--timeout=240s")
-    operator.stop()
-    operator.start()  # resumes every resource: must not create another Job or rerun anything
-    time.sleep(3)
-    jobs = get(cluster, namespace, "jobs")["items"]
-    assert [j["metadata"]["name"] for j in jobs] == ["videogen-while-down"]
-    assert status_of(cluster, namespace, "while-down")["attempts"] == 1
+def runs_of(redis_client, namespace, name) -> int:
+    """How many times a runner started for the resource: its `loading` stages in Redis' history."""
+    return [f["stage"] for _, f in redis_client.xrange(f"videogen:task:{namespace}.{name}:events")].count("loading")
 
-    cluster.kubectl("delete", "vg", "while-down", "-n", namespace, "--wait=true", "--timeout=30s")
+
+def test_a_job_finished_and_removed_during_an_outage_is_not_run_again(operator, namespace, tiny_models,
+                                                                       redis_client, s3_server):
+    cluster = operator.cluster
+    apply(cluster, namespace, tiny_manifest(tiny_models, "outage", sampling={"steps": 40, "seed": 3},
+                                            ttlSecondsAfterFinished=0))
+    wait_until(lambda: status_of(cluster, namespace, "outage").get("phase") == "Running", 120, "Running")
+    with operator.stopped():  # the Job completes and its TTL removes it while no operator runs
+        wait_until(lambda: redis_client.hget("videogen:task:" + f"{namespace}.outage", "status") == "succeeded",
+                   180, "the runner done")
+        wait_until(lambda: not get(cluster, namespace, "jobs")["items"], 60, "the Job removed by its TTL")
+    cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", "vg/outage", "--timeout=60s")
+    status = status_of(cluster, namespace, "outage")
+    key = f"{namespace}/{namespace}.outage.mp4"
+    body = s3_client(s3_server.endpoint).get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    assert status["output"]["sha256"] == hashlib.sha256(body).hexdigest() and status["attempts"] == 1
+    time.sleep(3)  # time enough for a second Job, if any were made
+    assert get(cluster, namespace, "jobs")["items"] == [] and runs_of(redis_client, namespace, "outage") == 1
+
+
+def test_killing_the_active_replica_mid_run_leaves_one_job(operator, namespace, tiny_models, redis_client,
+                                                            tmp_path):
+    cluster = operator.cluster
+    standby_env = {**operator.env, "POD_ID": "standby", "VIDEOGEN_METRICS_PORT": str(free_port()),
+                   "VIDEOGEN_HEALTH_PORT": str(free_port())}
+    standby = Server("videogen-operator-standby", operator.command, int(standby_env["VIDEOGEN_HEALTH_PORT"]),
+                     healthy(standby_env), tmp_path / "standby.log", standby_env)
+    standby.start()
+    try:
+        apply(cluster, namespace, tiny_manifest(tiny_models, "failover", sampling={"steps": 60, "seed": 5}))
+        wait_until(lambda: (status_of(cluster, namespace, "failover").get("progress") or {}).get("stage")
+                   == "denoising", 120, "denoising")
+        job_uid = get(cluster, namespace, "jobs", "videogen-failover")["metadata"]["uid"]
+        operator.process.kill()  # no clean shutdown: the standby waits for the Lease to expire
+        operator.process.wait(10)
+        killed = time.monotonic()
+        wait_until(lambda: "the Lease" in (tmp_path / "standby.log").read_text(), 30, "the standby leading")
+        assert time.monotonic() - killed <= 15
+        cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", "vg/failover", "--timeout=180s")
+        jobs = get(cluster, namespace, "jobs")["items"]
+        assert [j["metadata"]["uid"] for j in jobs] == [job_uid] and runs_of(redis_client, namespace, "failover") == 1
+        assert status_of(cluster, namespace, "failover")["attempts"] == 1
+    finally:
+        operator.process = None
+        operator.start()
+        standby.stop()
+
+
+def test_restart_during_a_run_creates_no_second_job_and_delete_cleans_up(operator, namespace, tiny_models,
+                                                                          redis_client):
+    cluster = operator.cluster
+    apply(cluster, namespace, tiny_manifest(tiny_models, "restarted", sampling={"steps": 60, "seed": 2}))
+    wait_until(lambda: status_of(cluster, namespace, "restarted").get("phase") == "Running", 120, "Running")
+    operator.stop()
+    operator.start()  # resumes every resource while its Job runs: no other Job, no second run
+    cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", "vg/restarted", "--timeout=180s")
+    jobs = get(cluster, namespace, "jobs")["items"]
+    assert [j["metadata"]["name"] for j in jobs] == ["videogen-restarted"]
+    assert runs_of(redis_client, namespace, "restarted") == 1
+    assert status_of(cluster, namespace, "restarted")["attempts"] == 1
+
+    cluster.kubectl("delete", "vg", "restarted", "-n", namespace, "--wait=true", "--timeout=30s")
     wait_until(lambda: not get(cluster, namespace, "jobs")["items"], 60, "the Job garbage-collected")
     wait_until(lambda: not get(cluster, namespace, "pods")["items"], 60, "the pods garbage-collected")

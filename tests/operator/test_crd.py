@@ -1,5 +1,6 @@
 """The CRD: generated from the models, and enforced by a real kube-apiserver."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -98,3 +99,17 @@ def test_list_items_come_back_as_written(crd_applied, kube_namespace):
     k.kubectl("apply", "-n", kube_namespace, "-f", "-", input=manifest("lists", loras=loras, tolerations=tolerations))
     got = json.loads(k.kubectl("get", "vg", "lists", "-n", kube_namespace, "-o", "json").stdout)["spec"]
     assert got["loras"] == loras and got["tolerations"] == tolerations
+
+
+def test_the_family_rules_come_from_the_presets(monkeypatch):
+    """A new model family is one edit of the runner's presets: its CEL rules follow."""
+    from videogen_operator import models
+    from videogen_runner.presets import PRESETS
+
+    tiny = dataclasses.replace(PRESETS["t2v-a14b"], name="t2v-tiny", tasks=("t2v", "i2v"), size_multiple=8)
+    monkeypatch.setitem(PRESETS, "t2v-tiny", tiny)
+    rules = {r["fieldPath"]: r for r in models.spec_rules()}
+    assert "self.model.preset == 'i2v-a14b' ? 16 : 8" in rules[".video.width"]["rule"]
+    assert "8 for t2v-tiny" in rules[".video.height"]["message"]
+    assert "t2v-tiny: t2v, i2v" in rules[".task"]["message"] and "['t2v', 'i2v']" in rules[".task"]["rule"]
+    assert "'t2v-tiny'" in rules[".sampling.guidanceScale2"]["rule"]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from videogen_operator.reconcile import InvalidSpec, parse_spec
+from videogen_operator.job import InvalidSpec, parse_spec
 from videogen_operator.settings import Settings
 
 SETTINGS = Settings(runner_image="runner:1", s3_bucket="videos", s3_credentials_secret="s3-credentials")

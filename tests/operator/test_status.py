@@ -1,7 +1,9 @@
-"""Status as a pure function of the Job, its pods and Redis' progress."""
+"""Status as a pure function of the observations: the spec's verdict, the Job, its pods, Redis."""
 
 from videogen_operator.models import VideoGenerationSpec
-from videogen_operator.status import CONDITION_TYPES, compute_status, progress_from_redis
+from videogen_operator.reconcile import job_action
+from videogen_operator.status import CONDITION_TYPES, Observation, compute_status, transition_event
+from videogen_runner.progress import ProgressState
 from videogen_runner.result import RunResult, Timings, VideoOutput
 
 SPEC = VideoGenerationSpec.model_validate({"model": {"preset": "ti2v-5b", "hostPath": "/m"}, "prompt": "p"})
@@ -14,8 +16,10 @@ def job(conditions=(), suspend=False, **status):
 
 
 def pod(phase, created="2026-11-26T09:00:00Z", state=None, conditions=None):
+    if state is None and phase == "Running":
+        state = {"running": {"startedAt": created}}
     return {"metadata": {"name": f"p-{created}", "creationTimestamp": created},
-            "status": {"phase": phase, "conditions": conditions or [],
+            "status": {"phase": phase, "conditions": conditions or [], "startTime": created,
                        "containerStatuses": [{"name": "runner", "state": state or {}}]}}
 
 
@@ -23,8 +27,21 @@ def terminated(result: RunResult):
     return {"terminated": {"exitCode": result.exit_code, "message": result.termination_message()}}
 
 
-def status(job_=None, pods=(), progress=None, old=None, spec=SPEC, creation_failure=None):
-    return compute_status(spec, 1, old or {}, job_, list(pods), progress, NOW, creation_failure)
+META = {"generation": 1, "creationTimestamp": "2026-11-26T08:00:00Z"}
+AT_9 = 1795683600.0  # 2026-11-26T09:00:00Z, when the test pods start
+
+
+def observe(job_=None, pods=(), progress=None, old=None, spec=SPEC, creation_failure=None, now=NOW, **more):
+    return Observation(spec=spec, meta=META, old=old or {}, job=job_, pods=list(pods), progress=progress,
+                       creation_failure=creation_failure, now=now, **more)
+
+
+def status(*args, **kwargs):
+    return compute_status(observe(*args, **kwargs))
+
+
+def redis_state(**fields):
+    return ProgressState.model_validate({"task_id": "t", "updated_at": AT_9 + 60, "stage": "denoising", **fields})
 
 
 def test_no_job_yet_is_pending():
@@ -36,8 +53,9 @@ def test_no_job_yet_is_pending():
 
 
 def test_running_shows_progress_from_redis():
-    s = status(job(active=1, startTime="t0"), [pod("Running")],
-               {"stage": "denoising", "step": "12", "total_steps": "40", "percent": "32.0", "eta_seconds": "84.5"})
+    hash_ = {"task_id": "t", "updated_at": str(AT_9 + 60), "stage": "denoising", "step": "12", "total_steps": "40",
+             "percent": "32.0", "eta_seconds": "84.5"}
+    s = status(job(active=1, startTime="t0"), [pod("Running")], ProgressState.from_hash(hash_))
     assert s["phase"] == "Running" and s["attempts"] == 1 and s["startTime"] == "t0"
     assert s["progress"] == {"stage": "denoising", "step": 12, "totalSteps": 40, "percent": 32.0, "etaSeconds": 84.5}
 
@@ -80,12 +98,18 @@ def test_unschedulable_and_image_pull_problems_are_shown():
     assert (s["reason"], s["message"]) == ("ImagePullBackOff", "Back-off pulling image")
 
 
-def test_retry_keeps_the_last_progress_and_says_why():
+def test_a_retry_says_why_and_keeps_nothing_of_the_failed_attempt():
     failure = RunResult(task_id="t", status="failed", exit_code=20, reason="UploadFailed", message="s3 down")
-    old = {"progress": {"stage": "uploading", "percent": 98.0}}
+    old = status(job(active=1), [pod("Running")], redis_state(step=150, total_steps=150, percent=95.0))
     s = status(job(failed=1), [pod("Failed", state=terminated(failure))], old=old)
     assert (s["phase"], s["reason"]) == ("Pending", "Retrying") and "UploadFailed: s3 down" in s["message"]
-    assert s["progress"] == old["progress"]
+    assert "progress" not in s and s["attempts"] == 1
+    # The second pod runs: Redis still holds the first attempt's last state until its runner writes.
+    second = [pod("Failed", state=terminated(failure)), pod("Running", created="2026-11-26T09:10:00Z")]
+    s = status(job(failed=1, active=1), second, redis_state(stage="failed", status="failed"), old=s)
+    assert s["phase"] == "Running" and "progress" not in s and s["attempts"] == 2
+    s = status(job(failed=1, active=1), second, redis_state(stage="loading", updated_at=AT_9 + 700, percent=0), old=s)
+    assert s["progress"] == {"stage": "loading", "percent": 0.0}
 
 
 def test_suspended_and_queued():
@@ -98,16 +122,18 @@ def test_suspended_and_queued():
 
 def test_transition_time_moves_only_when_a_condition_flips():
     first = status(job(active=1), [pod("Running")])
-    later = compute_status(SPEC, 1, first, job(active=1), [pod("Running")], None, "2026-11-26T11:00:00Z")
+    later = status(job(active=1), [pod("Running")], old=first, now="2026-11-26T11:00:00Z")
     assert [c["lastTransitionTime"] for c in later["conditions"]] == [NOW] * len(CONDITION_TYPES)
-    done = compute_status(SPEC, 1, later, job([("Complete", {})]), [pod("Succeeded")], None, "2026-11-26T12:00:00Z")
+    done = status(job([("Complete", {})]), [pod("Succeeded")], old=later, now="2026-11-26T12:00:00Z")
     times = {c["type"]: c["lastTransitionTime"] for c in done["conditions"]}
     assert times["Succeeded"] == times["Running"] == "2026-11-26T12:00:00Z" and times["Queued"] == NOW
 
 
-def test_progress_from_redis_ignores_empty_fields():
-    assert progress_from_redis({"stage": "loading", "percent": "0", "eta_seconds": ""}) == {
-        "stage": "loading", "percent": 0.0}
+def test_the_redis_hash_is_read_through_the_runners_model():
+    state = ProgressState.from_hash({"task_id": "t", "updated_at": "1", "stage": "loading", "percent": "0",
+                                     "eta_seconds": ""})
+    assert (state.stage, state.percent, state.eta_seconds) == ("loading", 0.0, None)
+    assert ProgressState.from_hash({}) is None and ProgressState.from_hash({"stage": "nonsense"}) is None
 
 
 def test_a_finished_resource_keeps_its_outcome_when_the_job_is_cleaned_up():
@@ -115,7 +141,7 @@ def test_a_finished_resource_keeps_its_outcome_when_the_job_is_cleaned_up():
                        output=VideoOutput(uri="s3://b/k.mp4", path="/o", bytes=1, sha256="0" * 64, frames=9,
                                           width=64, height=64, fps=24))
     done = status(job([("Complete", {})]), [pod("Succeeded", state=terminated(result))])
-    assert compute_status(SPEC, 1, done, None, [], None, "later") == done  # Job gone after its TTL
+    assert status(None, [], old=done, now="later") == done  # Job gone after its TTL
 
 
 def test_a_failure_target_is_final_and_a_deadline_says_so():
@@ -147,3 +173,88 @@ def test_a_pod_the_job_cannot_create_shows_why():
     assert (s["phase"], s["reason"], s["message"]) == ("Pending", "FailedCreate", quota)
     # Once a pod exists, its own state wins over an older complaint.
     assert status(job(active=1), [pod("Running")], creation_failure=quota)["reason"] == "Generating"
+
+
+def test_an_invalid_spec_fails_whatever_was_written_before():
+    why = "spec.output.key: unknown field {secret}"
+    s = status(old={"phase": "Pending", "reason": "Creating", "progress": {"stage": "loading"}}, spec=None, invalid=why)
+    assert (s["phase"], s["reason"], s["message"]) == ("Failed", "InvalidSpec", why)
+    assert "progress" not in s and s["completionTime"] == NOW
+    assert transition_event({"phase": "Pending", "reason": "Creating"}, s)[0:2] == ("Warning", "InvalidSpec")
+    # Final: a later pass (a resync from an older copy included) computes the same status.
+    assert status(job(active=1), [pod("Running")], old=s) == s
+
+
+def test_a_job_lost_while_the_operator_was_away_is_recovered_from_redis_not_run_again():
+    running = status(job(active=1, startTime="t0"), [pod("Running")])
+    result = RunResult(task_id="t", status="succeeded", exit_code=0, seed=3,
+                       output=VideoOutput(uri="s3://b/k.mp4", path="/o", bytes=7, sha256="1" * 64, frames=9,
+                                          width=64, height=64, fps=24))
+    finished = redis_state(stage="succeeded", status="succeeded", result=result.model_dump_json())
+    o = observe(None, [], finished, old=running)
+    s = compute_status(o)
+    assert (s["phase"], s["output"]["uri"], s["attempts"]) == ("Succeeded", "s3://b/k.mp4", 1)
+    assert s["jobName"] == "videogen-x"
+    assert job_action(o, s) is None
+    # Redis has nothing: a clear reason, and still no second Job.
+    o = observe(None, [], None, old=running)
+    s = compute_status(o)
+    assert (s["phase"], s["reason"]) == ("Failed", "JobLost") and job_action(o, s) is None
+    # Redis is down: wait for it rather than conclude.
+    o = observe(None, [], None, old=running, live_progress=(False, "RedisUnavailable", "down"))
+    s = compute_status(o)
+    assert (s["phase"], s["reason"]) == ("Running", "Recovering") and job_action(o, s) is None
+
+
+def test_a_runner_that_wrote_to_redis_ran_even_when_status_never_said_so():
+    o = observe(None, [], redis_state(stage="failed", status="failed"))
+    assert job_action(o, compute_status(o)) is None
+    earlier = redis_state(stage="succeeded", status="succeeded", updated_at=AT_9 - 7200)  # a deleted namesake's
+    o = observe(None, [], earlier)
+    assert job_action(o, compute_status(o)) == "create"
+
+
+def test_the_job_action_follows_suspend_and_kueue():
+    suspended = VideoGenerationSpec.model_validate({**SPEC.model_dump(by_alias=True), "suspend": True})
+    queued = VideoGenerationSpec.model_validate({**SPEC.model_dump(by_alias=True), "queueName": "gpus"})
+    held = VideoGenerationSpec.model_validate({**queued.model_dump(by_alias=True), "suspend": True})
+
+    def action(job_, spec, old=None):
+        o = observe(job_, [], spec=spec, old=old)
+        return job_action(o, compute_status(o))
+
+    assert action(None, SPEC) == "create" and action(None, held) is None
+    assert action(job(active=1), suspended) == "suspend" and action(job(suspend=True), SPEC) == "resume"
+    assert action(job(suspend=True), queued) is None  # Kueue's to un-suspend
+    assert action(job(active=1), held) == "delete"
+    assert action(None, queued, old={"phase": "Suspended", "jobName": "videogen-x"}) == "create"
+
+
+def test_attempts_never_go_down_while_an_evicted_pod_is_replaced():
+    s = status(job(active=1), [pod("Running")])
+    evicted = pod("Failed", state={"terminated": {"exitCode": 143}},
+                  conditions=[{"type": "DisruptionTarget", "status": "True"}])
+    s = status(job(active=0), [], old=s)  # the evicted pod deleted, its replacement not yet there
+    assert s["attempts"] == 1
+    s = status(job(active=1), [evicted, pod("Running", created="2026-11-26T09:30:00Z")], old=s)
+    assert s["attempts"] == 2
+
+
+def test_progress_available_says_when_redis_is_missing_and_clears():
+    down = status(job(active=1), [pod("Running")], live_progress=(False, "RedisAuthFailed", "wrong password"))
+    condition = {c["type"]: c for c in down["conditions"]}["ProgressAvailable"]
+    assert (condition["status"], condition["reason"]) == ("False", "RedisAuthFailed")
+    up = status(job(active=1), [pod("Running")], old=down, live_progress=(True, "RedisReachable", "ok"),
+                now="2026-11-26T11:00:00Z")
+    condition = {c["type"]: c for c in up["conditions"]}["ProgressAvailable"]
+    assert (condition["status"], condition["lastTransitionTime"]) == ("True", "2026-11-26T11:00:00Z")
+    assert "ProgressAvailable" not in {c["type"] for c in status(job(active=1), [pod("Running")])["conditions"]}
+
+
+def test_events_come_once_per_change_and_warn_of_problems():
+    pending = {"phase": "Pending", "reason": "Starting", "message": "m"}
+    assert transition_event(pending, pending) is None
+    assert transition_event(pending, {**pending, "reason": "Unschedulable"})[0] == "Warning"
+    assert transition_event(pending, {"phase": "Running", "reason": "Generating", "message": "g"})[0] == "Normal"
+    assert transition_event({"phase": "Running", "reason": "Generating"},
+                            {"phase": "Running", "reason": "Finishing", "message": "f"}) is None

@@ -1,0 +1,132 @@
+"""Leader election with Leases (coordination.k8s.io), as client-go's leaderelection does it.
+
+Every replica watches and keeps its indexes warm; only the holder of the Lease acts. The Lease
+lives in each watched namespace (or in settings.lease_namespace when the whole cluster is
+watched), so that two operators watching the same namespace by mistake never both act there. A
+standby takes a Lease over once its record has not changed for settings.lease_seconds, judged by
+its own clock (no clock skew between nodes matters); the holder stops acting when it could not
+renew for most of that time, before anyone may take over.
+"""
+
+import asyncio
+import datetime
+import logging
+import time
+
+import kubernetes
+
+from videogen_operator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def identity() -> str:
+    from videogen_operator.main import own_identity  # main imports the handlers, which import this
+
+    return own_identity()
+
+
+class Leader:
+    def __init__(self, settings: Settings, on_lead=lambda: None, api_client=None, me: str | None = None):
+        self.settings = settings
+        self.enabled = settings.leader_election
+        self.namespaced = bool(settings.namespaces)
+        self.scopes = list(settings.namespaces) or [settings.lease_namespace]
+        self.on_lead = on_lead
+        self.me = me or identity()
+        self.api_client = api_client
+        self.held: dict[str, float] = {}  # lease namespace → when last renewed (monotonic)
+        self.known: dict[str, kubernetes.client.V1Lease] = {}  # the Lease as last read or written
+        self.seen: dict[str, tuple] = {}  # lease namespace → (holder, renewTime), and when it last changed
+
+    @property
+    def renew_seconds(self) -> float:
+        return self.settings.lease_seconds / 4
+
+    def leading(self, namespace: str) -> bool:
+        """Whether this replica may act on the resources of `namespace`."""
+        if not self.enabled:
+            return True
+        scope = namespace if self.namespaced else self.scopes[0]
+        renewed = self.held.get(scope)
+        return renewed is not None and time.monotonic() - renewed < self.settings.lease_seconds * 0.75
+
+    async def run(self) -> None:
+        while True:
+            for scope in self.scopes:
+                was = self.leading(scope)
+                try:
+                    if await asyncio.to_thread(self.try_hold, scope):
+                        self.held[scope] = time.monotonic()
+                    else:
+                        self.held.pop(scope, None)
+                except Exception as e:  # noqa: BLE001 - the next round tries again
+                    log.warning("Lease %s/%s: %s", scope, self.settings.lease_name,
+                                getattr(e, "reason", None) or type(e).__name__)
+                    self.known.pop(scope, None)
+                if self.leading(scope) != was:
+                    log.info("%s the Lease %s/%s", "holding" if not was else "lost", scope, self.settings.lease_name)
+                    if not was:
+                        self.on_lead()
+            await asyncio.sleep(self.renew_seconds)
+
+    def try_hold(self, namespace: str) -> bool:
+        """One round: renew our Lease, or take it when it has expired; True while it is ours."""
+        api = kubernetes.client.CoordinationV1Api(self.api_client)
+        name = self.settings.lease_name
+        lease = self.known.get(namespace)
+        if lease is None or lease.spec.holder_identity != self.me:
+            try:
+                lease = api.read_namespaced_lease(name, namespace)
+            except kubernetes.client.ApiException as e:
+                if e.status != 404:
+                    raise
+                lease = None
+        stamp = datetime.datetime.now(datetime.UTC)
+        if lease is None:
+            fresh = kubernetes.client.V1Lease(
+                metadata=kubernetes.client.V1ObjectMeta(name=name, namespace=namespace),
+                spec=kubernetes.client.V1LeaseSpec(holder_identity=self.me, acquire_time=stamp, renew_time=stamp,
+                                                   lease_duration_seconds=int(self.settings.lease_seconds),
+                                                   lease_transitions=0))
+            return self.write(namespace, lambda: api.create_namespaced_lease(namespace, fresh))
+        spec = lease.spec
+        if spec.holder_identity != self.me:
+            record = (spec.holder_identity, spec.renew_time)
+            if self.seen.get(namespace, (None,))[0] != record:
+                self.seen[namespace] = (record, time.monotonic())
+            unchanged = time.monotonic() - self.seen[namespace][1]
+            if spec.holder_identity and unchanged < (spec.lease_duration_seconds or self.settings.lease_seconds):
+                return False
+            spec.acquire_time = stamp
+            spec.lease_transitions = (spec.lease_transitions or 0) + 1
+        spec.holder_identity = self.me
+        spec.renew_time = stamp
+        spec.lease_duration_seconds = int(self.settings.lease_seconds)
+        return self.write(namespace, lambda: api.replace_namespaced_lease(name, namespace, lease))
+
+    def write(self, namespace: str, call) -> bool:
+        """The write, refused (409) when another replica wrote first: then it is theirs."""
+        try:
+            self.known[namespace] = call()
+            return True
+        except kubernetes.client.ApiException as e:
+            if e.status != 409:
+                raise
+            self.known.pop(namespace, None)
+            return False
+
+    async def release(self) -> None:
+        """On a clean shutdown, hand the Leases over at once instead of letting them expire."""
+        for scope in list(self.held):
+            lease = self.known.get(scope)
+            if lease is None:
+                continue
+            lease.spec.holder_identity = ""
+            lease.spec.lease_duration_seconds = 1
+            api = kubernetes.client.CoordinationV1Api(self.api_client)
+            try:
+                await asyncio.to_thread(api.replace_namespaced_lease, self.settings.lease_name, scope, lease)
+            except Exception as e:  # noqa: BLE001 - it expires anyway
+                log.warning("Lease %s/%s not released: %s", scope, self.settings.lease_name, type(e).__name__)
+        self.held.clear()

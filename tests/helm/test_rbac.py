@@ -1,0 +1,70 @@
+"""The chart's RBAC compared as a whole with what the operator's code calls: nothing missing,
+nothing more (an over-grant fails as surely as a missing verb)."""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.helm.test_chart import render
+
+OPERATOR = Path(__file__).parents[2] / "operator" / "videogen_operator"
+# kubernetes client methods: <verb>_namespaced_<kind>[_status]
+CLIENT_CALL = re.compile(r"^(create|read|list|patch|replace|delete)_namespaced_([a-z_]+?)(_status)?$")
+VERBS = {"create": "create", "read": "get", "list": "list", "patch": "patch", "replace": "update", "delete": "delete"}
+KINDS = {"custom_object": ("videogen.io", "videogenerations"), "job": ("batch", "jobs"), "event": ("", "events"),
+         "lease": ("coordination.k8s.io", "leases"), "pod": ("", "pods")}
+
+
+def client_calls() -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) of every API client method the operator's code names."""
+    found = set()
+    for source in OPERATOR.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Attribute) and (m := CLIENT_CALL.match(node.attr)):
+                group, resource = KINDS[m[2]]
+                found.add((group, resource + ("/status" if m[3] else ""), VERBS[m[1]]))
+    return found
+
+
+def watched() -> set[tuple[str, str, str]]:
+    """What kopf lists and watches: the resources of the handlers' decorators."""
+    found = set()
+    tree = ast.parse((OPERATOR / "handlers.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) in ("index", "event"):
+            args = [a.value if isinstance(a, ast.Constant) else a.id for a in node.args]
+            group, resource = ("videogen.io", "videogenerations") if args[0] == "GROUP" else (args[0], args[2])
+            found |= {(group, resource, "list"), (group, resource, "watch")}
+    return found
+
+
+def granted(documents, kind: str) -> set[tuple[str, str, str]]:
+    return {(group, resource, verb) for d in documents if d["kind"] == kind
+            for rule in d["rules"] for group in rule["apiGroups"] for resource in rule["resources"]
+            for verb in rule["verbs"]}
+
+
+# Not an API call of the code: a Job's ownerReference with blockOwnerDeletion needs it.
+OWNER_REFERENCE = {("videogen.io", "videogenerations/finalizers", "update")}
+CRD_DISCOVERY = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
+LEASE = {g for g in client_calls() if g[1] == "leases"}
+
+
+@pytest.mark.parametrize("mode", ["cluster", "namespaced"])
+def test_rbac_is_exactly_what_the_code_calls(kube_bin, mode):
+    assert {("", "events", "create"), ("batch", "jobs", "create"), ("videogen.io", "videogenerations/status",
+                                                                     "update")} <= client_calls()
+    needed = client_calls() | watched() | OWNER_REFERENCE
+    if mode == "cluster":
+        documents = render(kube_bin)
+        assert granted(documents, "ClusterRole") == (needed - LEASE) | CRD_DISCOVERY
+        assert granted(documents, "Role") == LEASE  # in kube-system only
+        assert {d["metadata"]["namespace"] for d in documents if d["kind"] == "Role"} == {"kube-system"}
+    else:
+        documents = render(kube_bin, "operator.watchNamespaces={team-a,team-b}")
+        assert granted(documents, "Role") == needed
+        assert {d["metadata"]["namespace"] for d in documents if d["kind"] == "Role"} == {"team-a", "team-b"}
+        namespaces = {("", "namespaces", v) for v in ("list", "watch")}
+        assert granted(documents, "ClusterRole") == CRD_DISCOVERY | namespaces
