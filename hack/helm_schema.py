@@ -24,7 +24,7 @@ ENUMS = {"pullPolicy": ["Always", "IfNotPresent", "Never"], "logLevel": ["DEBUG"
 QUANTITIES = {"defaultCpu", "defaultMemory", "scratchSize"}
 # kopf runs standalone (no peering): a second replica would handle every resource a second time.
 # A resync interval of 0 would be a busy loop (the operator refuses it).
-BOUNDS = {"replicas": {"minimum": 0, "maximum": 1}, "resyncSeconds": {"exclusiveMinimum": 0}}
+BOUNDS = {"replicas": {"minimum": 0}, "resyncSeconds": {"exclusiveMinimum": 0}}
 KEY = re.compile(r"^( *)([A-Za-z][A-Za-z0-9]*):")
 
 

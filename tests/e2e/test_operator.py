@@ -84,6 +84,8 @@ def operator(kube_cluster, kube_bin, pod_executor, redis_server, s3_server, tmp_
     server.start()
     yield server
     server.stop()
+    # Routine events (deleted meanwhile, namespaces being deleted, restarts, outages) are one line each.
+    assert "Traceback" not in server.log.read_text(errors="replace")
 
 
 @pytest.fixture
@@ -171,6 +173,19 @@ def test_without_redis_the_status_is_still_complete(operator, namespace, tiny_mo
     assert status["output"]["uri"].endswith(f"/{namespace}/{namespace}.no-redis.mp4")
     assert len(status["output"]["sha256"]) == 64
     assert status["progress"] == {"stage": "succeeded", "percent": 100.0}
+
+
+def test_progress_available_follows_redis(operator, namespace, tiny_models, redis_server):
+    def available(name):
+        conditions = {c["type"]: c for c in status_of(operator.cluster, namespace, name).get("conditions", [])}
+        return (conditions.get("ProgressAvailable") or {}).get("status"), conditions.get("ProgressAvailable")
+
+    apply(operator.cluster, namespace, tiny_manifest(tiny_models, "held", suspend=True))  # unfinished for good
+    wait_until(lambda: available("held")[0] == "True", 60, "ProgressAvailable")
+    with redis_server.stopped():
+        wait_until(lambda: available("held")[0] == "False", 60, "ProgressAvailable=False")
+        assert available("held")[1]["reason"] == "RedisUnavailable"
+    wait_until(lambda: available("held")[0] == "True", 60, "ProgressAvailable again")
 
 
 def metric(operator, line: str) -> float:

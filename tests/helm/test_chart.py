@@ -45,9 +45,9 @@ def test_a_misspelt_value_fails(kube_bin):
     assert result.returncode != 0 and "replica" in result.stderr
 
 
-@pytest.mark.parametrize("value", ["operator.replicas=2", "operator.resyncSeconds=0"])
+@pytest.mark.parametrize("value", ["operator.replicas=-1", "operator.resyncSeconds=0"])
 def test_values_the_operator_cannot_run_with_are_refused(kube_bin, value):
-    """No leader election: two replicas would both handle every resource; a 0 s resync would spin."""
+    """A negative number of replicas means nothing; a 0 s resync would spin."""
     result = helm(kube_bin, "template", "vg", str(CHART), "--kube-version", KUBE_VERSION, "--set", value, check=False)
     assert result.returncode != 0 and value.split(".")[1].split("=")[0] in result.stderr
 
@@ -173,3 +173,12 @@ def test_installs_and_grants_the_operator_exactly_what_it_needs(kube_apiserver, 
         assert answer.strip() == "no", (verb, resource)
     helm(kube_bin, "uninstall", "vg", "--kubeconfig", str(k.kubeconfig), "--namespace", kube_namespace)
     assert k.kubectl("get", "crd", "videogenerations.videogen.io").returncode == 0  # kept
+
+
+def test_two_replicas_by_default_with_a_disruption_budget(kube_bin):
+    docs = {d["kind"]: d for d in render(kube_bin)}
+    assert docs["Deployment"]["spec"]["replicas"] == 2
+    assert docs["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
+    assert docs["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == \
+        docs["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert "PodDisruptionBudget" not in {d["kind"] for d in render(kube_bin, "operator.replicas=1")}
