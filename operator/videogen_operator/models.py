@@ -239,6 +239,9 @@ class OutputStatus(Model):
     height: int | None = Field(default=None, description="Height in pixels.")
     fps: int | None = Field(default=None, description="Frames per second.")
     seed: int | None = Field(default=None, description="Seed used (the one drawn when the spec set none).")
+    resumed_from_step: int | None = Field(
+        default=None, description="The attempt that made the video began after this denoising step, from an "
+        "earlier attempt's checkpoint (the steps: it only uploaded a video made before).")
     timings: Timings | None = Field(default=None, description="Seconds spent in each stage.")
 
 

@@ -57,6 +57,7 @@ def output_status(result: RunResult) -> dict:
     out = result.output
     return {"uri": out.uri, "bytes": out.bytes, "sha256": out.sha256, "frames": out.frames, "width": out.width,
             "height": out.height, "fps": out.fps, "seed": result.seed,
+            **({"resumedFromStep": result.resumed_from_step} if result.resumed_from_step is not None else {}),
             "timings": result.timings.model_dump()}
 
 

@@ -71,6 +71,8 @@ def test_a_pod_stopped_mid_denoise_is_resumed_by_the_next_one(operator, namespac
     resumed = runner_result(redis_client, namespace, "stopped")
     assert resumed["resumed_from_step"] >= 20 and runner_result(redis_client, namespace, "whole").get(
         "resumed_from_step") is None
+    assert stopped["output"]["resumedFromStep"] == resumed["resumed_from_step"] and "resumedFromStep" not in whole[
+        "output"]
     assert stopped["attempts"] == 2  # a plain SIGTERM counts against retries (docs/operator.md)
     job = get(cluster, namespace, "jobs", "videogen-stopped")
     assert (job["status"].get("failed"), job["status"].get("succeeded")) == (1, 1)

@@ -70,6 +70,10 @@ def test_succeeded_reports_the_output_from_the_termination_message():
     assert s["output"]["uri"] == "s3://b/k.mp4" and s["output"]["seed"] == 5 and s["output"]["timings"]["total"] == 95.0
     assert s["progress"] == {"stage": "succeeded", "percent": 100.0}
     assert {c["type"]: c["status"] for c in s["conditions"]}["Ready"] == "True"
+    assert "resumedFromStep" not in s["output"]
+    resumed = result.model_copy(update={"resumed_from_step": 17})
+    s = status(job([("Complete", {})], succeeded=1, failed=1), [pod("Succeeded", state=terminated(resumed))])
+    assert s["output"]["resumedFromStep"] == 17
 
 
 def test_failed_takes_the_runners_reason():
