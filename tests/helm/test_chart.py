@@ -73,7 +73,8 @@ def test_settings_reach_the_operator(kube_bin):
                   "crds.enabled=false", "runner.defaultMemory=96Gi", "operator.resyncSeconds=30",
                   "runner.allowedPriorityClasses={batch-low}", "runner.serviceAccountName=s3-writer",
                   "metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.labels.release=prom",
-                  "operator.priorityClassName=system-cluster-critical")
+                  "operator.priorityClassName=system-cluster-critical", "runner.checkpointClaim=vg-checkpoints",
+                  "runner.checkpointSeconds=0")
     kinds = [d["kind"] for d in docs]
     assert "CustomResourceDefinition" not in kinds and kinds.count("Role") == 2
     [discovery] = [d for d in docs if d["kind"] == "ClusterRole"]  # cluster-wide, only what kopf discovers
@@ -88,6 +89,9 @@ def test_settings_reach_the_operator(kube_bin):
     assert float(env["VIDEOGEN_RESYNC_SECONDS"]["value"]) == 30
     assert json.loads(env["VIDEOGEN_ALLOWED_PRIORITY_CLASSES"]["value"]) == ["batch-low"]
     assert env["VIDEOGEN_RUNNER_SERVICE_ACCOUNT"]["value"] == "s3-writer"
+    assert env["VIDEOGEN_CHECKPOINT_CLAIM"]["value"] == "vg-checkpoints"
+    assert float(env["VIDEOGEN_CHECKPOINT_SECONDS"]["value"]) == 0  # 0 is a setting: no checkpoints
+    assert float(env["VIDEOGEN_UPLOAD_RETRY_SECONDS"]["value"]) == 300
     assert deployment["spec"]["template"]["spec"]["priorityClassName"] == "system-cluster-critical"
     monitor = next(d for d in docs if d["kind"] == "ServiceMonitor")
     service = next(d for d in docs if d["kind"] == "Service")
