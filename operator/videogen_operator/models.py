@@ -226,6 +226,7 @@ class Progress(Model):
     step: int | None = Field(default=None, description="Denoising steps done.")
     total_steps: int | None = Field(default=None, description="Denoising steps in all.")
     eta_seconds: float | None = Field(default=None, description="Estimated seconds left.")
+    message: str | None = Field(default=None, description="What the stage waits on (an upload being retried).")
 
 
 class OutputStatus(Model):

@@ -230,7 +230,7 @@ def ran(pod: dict) -> bool:
 
 def progress_status(state: ProgressState) -> dict:
     progress = {"stage": state.stage, "percent": state.percent, "step": state.step,
-                "totalSteps": state.total_steps, "etaSeconds": state.eta_seconds}
+                "totalSteps": state.total_steps, "etaSeconds": state.eta_seconds, "message": state.message}
     return {k: v for k, v in progress.items() if v is not None}
 
 

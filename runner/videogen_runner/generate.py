@@ -95,7 +95,7 @@ def finish(request: GenerationRequest, reporter: ProgressReporter, timings: Timi
         try:
             with stopwatch(timings, "upload"):
                 video.uri = storage.upload(Path(video.path), request.output, request.object_key(seed), metadata,
-                                           on_retry=lambda attempt, delay, error: reporter.stage("uploading"))
+                                           on_retry=reporter.retrying_upload)
         except RunnerError:
             if store:
                 checkpoint.keep_video(store, request, Path(video.path), video, seed)

@@ -57,6 +57,7 @@ class ProgressState(BaseModel):
     step: int | None = None
     total_steps: int | None = None
     eta_seconds: float | None = None  # remaining denoising time
+    message: str | None = None  # what the stage waits on, e.g. an upload being retried
     exit_code: int | None = None
     result: str | None = None  # the RunResult's JSON, at the end
     output_uri: str | None = None
@@ -120,6 +121,12 @@ class ProgressReporter:
         percent = STAGE_PERCENT["denoising"] + 90 * step / total
         self._step = {"step": step, "total_steps": total}
         self._send(stage="denoising", percent=round(percent, 1), eta_seconds=round(eta, 1) if eta is not None else None,
+                   **self._step)
+
+    def retrying_upload(self, attempt: int, delay: float, error: Exception) -> None:
+        """Still uploading: the last try failed, the next comes after `delay` seconds."""
+        self._send(stage="uploading", percent=STAGE_PERCENT["uploading"],
+                   message=f"upload attempt {attempt} failed ({type(error).__name__}); retrying in {delay:.0f} s",
                    **self._step)
 
     def finish(self, result: RunResult) -> None:

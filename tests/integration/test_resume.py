@@ -130,8 +130,10 @@ def test_an_s3_outage_during_the_upload_is_waited_out(tiny_models, s3, s3_server
     assert process.returncode == 0, stderr
     assert "attempt 2 again in" in stderr and result["timings"]["upload"] >= 9
     assert s3.head_object(Bucket=s3.bucket, Key=f"team-a/{request['task_id']}.mp4")["ContentLength"] > 0
-    stages, _ = stream_stages(redis_client, request["task_id"])
+    stages, events = stream_stages(redis_client, request["task_id"])
     assert stages.count("denoising") == 1 and stages[-2:] == ["uploading", "succeeded"]
+    retrying = [f["message"] for _, f in events if f.get("message")]
+    assert retrying and retrying[0].startswith("upload attempt 1 failed") and "retrying in" in retrying[0]
 
 
 def test_a_video_whose_upload_failed_is_only_uploaded_next_time(tiny_models, s3, s3_server, redis_client,
