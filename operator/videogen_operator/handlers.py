@@ -33,8 +33,8 @@ async def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, vid
     settings.posting.enabled = False  # the Reconciler posts the events users need
     settings.watching.server_timeout = 300  # the API server ends each watch: kopf lists again
     settings.watching.client_timeout = 330
-    # A watch that stays open but delivers nothing is restarted (a list, then a new watch).
-    settings.watching.inactivity_timeout = config.watch_inactivity_seconds
+    # A stalled watch: kopf's settings.watching.inactivity_timeout (70 s, against the API server's
+    # bookmark every minute) restarts it, a list and a new watch.
     # Only the Jobs and pods of VideoGenerations travel, not every pod of a shared cluster.
     settings.watching.label_selectors["batch", "jobs"] = NAME_LABEL
     settings.watching.label_selectors["", "pods"] = NAME_LABEL

@@ -149,7 +149,7 @@ class Reconciler:
         self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
         self.batch = kubernetes.client.BatchV1Api(self.api_client)
         self.core = kubernetes.client.CoreV1Api(self.api_client)
-        self.pool = ThreadPoolExecutor(16, thread_name_prefix="api")  # the client is synchronous
+        self.pool = ThreadPoolExecutor(8, thread_name_prefix="api")  # the client is synchronous
         self.redis = ProgressSource(settings) if settings.redis_url else None
         self.writers = Writers(self.reconcile)
         self.tasks: dict[str, Key] = {}  # Redis task id → resource, for the runners' nudges
@@ -208,7 +208,11 @@ class Reconciler:
             live = self.redis.live
         if job is not None and not pods and not job["spec"].get("suspend") and look_for_failures:
             await self.look_for_failure(key[0], job)
-        failure = self.failures.get(job["metadata"]["uid"]) if job is not None and not pods else None
+        failure = None
+        if job is not None and not pods:
+            failure = self.failures.get(job["metadata"]["uid"])
+        elif job is not None:
+            self.failures.pop(job["metadata"]["uid"], None)  # a complaint counts until the pod exists
         return Observation(spec=spec, meta=meta, old=old, job=job, pods=pods, progress=progress,
                            live_progress=live, creation_failure=failure, invalid=invalid, now=now())
 

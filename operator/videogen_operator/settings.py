@@ -51,8 +51,6 @@ class Settings(BaseSettings):
         default=60, description="Seconds a stopped runner has to save its checkpoint and exit.")
     progress_interval_seconds: float = Field(default=2.0, description="At most one progress patch per this.")
     resync_seconds: float = Field(default=60.0, gt=0, description="Every unfinished resource is refreshed this often.")
-    watch_inactivity_seconds: float = Field(
-        default=600.0, gt=0, description="A watch that delivers nothing for this long is restarted (kopf's).")
     leader_election: bool = Field(default=True, description="Act only while holding the Lease (several replicas).")
     lease_name: str = Field(default="videogen-operator", description="The Lease of the operators that share work.")
     lease_namespace: str = Field(
