@@ -67,7 +67,7 @@ def operator_in_image(kube_cluster, kube_bin, pod_executor, redis_server, s3_ser
             "KUBERNETES_SERVICE_PORT": str(server_url.port), **operator_settings(s3_server, redis_server)}
     volume = service_account_volume(kube_cluster, kube_bin, tmp_path_factory.mktemp("serviceaccount"))
     account = f"system:serviceaccount:{NAMESPACE}:vg-videogen"  # the RBAC just applied, in force
-    wait_until(lambda: kube_cluster.kubectl("auth", "can-i", "patch", "videogenerations.videogen.io", "--as",
+    wait_until(lambda: kube_cluster.kubectl("auth", "can-i", "watch", "videogenerations.videogen.io", "--as",
                                             account, check=False).stdout.strip() == "yes", 30, "the chart's RBAC")
     container = Container(images, images.operator)
     command = container.command(spec["command"], user=user, env=env, mounts=[Mount(volume, SERVICE_ACCOUNT)])
