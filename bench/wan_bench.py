@@ -195,7 +195,7 @@ def run_variant(pipe, name: str, request: GenerationRequest, device, fl: float) 
     if saver is not None:
         saver.close()
         read_started = time.perf_counter()
-        resumed = checkpoint.load(store, request, device)
+        resumed = checkpoint.load(store, request, device, tuple(saver.latest.latents.shape))
         if device.type == "cuda":
             torch.cuda.synchronize()
         row["checkpoint"] = {"saves": len(saver.saves), "bytes": saver.saves[-1][0],

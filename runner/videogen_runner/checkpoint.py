@@ -220,8 +220,9 @@ class Checkpointer:
                      self.store.where, len(data) / 2**20, time.perf_counter() - started)
 
 
-def load(store, request: GenerationRequest, device: torch.device) -> Checkpoint | None:
-    """The newest valid checkpoint of this request, or None (none, unreadable or foreign: warned)."""
+def load(store, request: GenerationRequest, device: torch.device, latents_shape: tuple[int, ...]) -> Checkpoint | None:
+    """The newest valid checkpoint of this request, or None (none, unreadable, foreign or of
+    another shape than this model's latents: warned)."""
     try:
         data = store.get(STATE)
     except STORE_ERRORS as e:
@@ -235,6 +236,11 @@ def load(store, request: GenerationRequest, device: torch.device) -> Checkpoint 
             raise InvalidCheckpoint(f"step {checkpoint.steps_done} is not within 1–{request.steps - 1}")
         if request.seed is not None and checkpoint.seed != request.seed:
             raise InvalidCheckpoint(f"seed {checkpoint.seed}, not the request's {request.seed}")
+        tensors = [checkpoint.latents] + [t for value in checkpoint.solver.values()
+                                          for t in (value if isinstance(value, list) else [value])
+                                          if isinstance(t, torch.Tensor) and t.dim() > 0]
+        if any(tuple(t.shape) != tuple(latents_shape) for t in tensors):
+            raise InvalidCheckpoint(f"latents of another shape than {tuple(latents_shape)}")
     except InvalidCheckpoint as e:
         log.warning("checkpoint in %s ignored: %s", store.where, e)
         return None

@@ -52,7 +52,7 @@ def generate(request: GenerationRequest, reporter: ProgressReporter, timings: Ti
         loaded = pipeline.load(request)
 
     # 4. Encode the prompt, denoise (after the newest checkpoint's step, if any), decode.
-    resume = checkpoint.load(store, request, loaded.device) if store else None
+    resume = checkpoint.load(store, request, loaded.device, pipeline.latents_shape(loaded, request)) if store else None
     seed = resume.seed if resume else request.seed if request.seed is not None else random.randrange(2**32)
     saver = checkpoint.Checkpointer(store, checkpoint.fingerprint(request), seed,
                                     request.checkpoints.every_seconds) if store and main else None

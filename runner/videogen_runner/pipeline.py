@@ -166,6 +166,13 @@ def load_loras(pipe, request: GenerationRequest) -> None:
         pipe.unload_lora_weights()
 
 
+def latents_shape(loaded: LoadedPipeline, request: GenerationRequest) -> tuple[int, ...]:
+    """The shape of the latents the pipeline denoises for this request (what a checkpoint holds)."""
+    pipe = loaded.pipe
+    return (1, pipe.vae.config.z_dim, (request.frames - 1) // pipe.vae_scale_factor_temporal + 1,
+            request.height // pipe.vae_scale_factor_spatial, request.width // pipe.vae_scale_factor_spatial)
+
+
 def expert_of(pipe, timestep) -> str:
     """Which transformer denoises at `timestep` (the A14B models switch at their boundary)."""
     if pipe.config.boundary_ratio is None or getattr(pipe, "transformer_2", None) is None:

@@ -9,9 +9,12 @@ import signal
 import time
 
 import pytest
+import torch
 
 from tests.integration.test_runner import request_for, run_runner, start_runner, stream_stages
 from tests.support.services import Outage
+from videogen_runner import checkpoint
+from videogen_runner.request import GenerationRequest
 
 STEPS = 12
 
@@ -90,7 +93,7 @@ def test_sigterm_mid_denoise_then_resume_gives_the_same_video(family, stops, tin
     assert steps[-1] == STEPS and saved[-1] + 1 in steps
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "foreign"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "foreign", "reshaped"])
 def test_a_corrupt_or_foreign_checkpoint_is_ignored(damage, tiny_models, s3, redis_client, redis_server, tmp_path):
     request = resumable("ti2v-5b", tiny_models, s3, redis_server, tmp_path, f"damaged-{damage}")
     code, _, stderr = stop_after_step(request, tmp_path, redis_client, 4)
@@ -101,12 +104,18 @@ def test_a_corrupt_or_foreign_checkpoint_is_ignored(damage, tiny_models, s3, red
         other = resumable("ti2v-5b", tiny_models, s3, redis_server, tmp_path, request["task_id"], prompt="a cat")
         other_code, _, _ = stop_after_step(other, tmp_path, redis_client, 4)
         assert other_code == 143
+    elif damage == "reshaped":  # this request's fingerprint on latents of another shape (a forged file)
+        forged = checkpoint.Checkpoint(4, 7, torch.zeros(1, 8, 1, 2, 2), {}, "transformer")
+        print_ = checkpoint.fingerprint(GenerationRequest.model_validate(request))
+        s3.put_object(Bucket=s3.bucket, Key=key, Body=checkpoint.encode(forged, print_))
     else:
         s3.put_object(Bucket=s3.bucket, Key=key, Body=b"\x00" * 64 if damage == "garbage" else data[:len(data) // 2])
 
     code, result, stderr = run_runner(request, tmp_path)
     assert code == 0, stderr
-    assert result.get("resumed_from_step") is None and "ignored" in stderr
+    why = {"garbage": "unreadable", "truncated": "unreadable", "foreign": "saved for another request",
+           "reshaped": "latents of another shape"}[damage]
+    assert result.get("resumed_from_step") is None and f"ignored: {why}" in stderr
 
 
 def test_an_s3_outage_during_the_upload_is_waited_out(tiny_models, s3, s3_server, redis_client, redis_server,

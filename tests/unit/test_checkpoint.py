@@ -69,11 +69,13 @@ def test_load_ignores_what_does_not_fit_the_request(tmp_path, caplog):
     store = FolderStore(str(tmp_path / "task"))
     wanted = request(seed=7)
     store.put(checkpoint.STATE, encode(state(), checkpoint.fingerprint(wanted)))
-    assert checkpoint.load(store, wanted, CPU).steps_done == 4
-    assert checkpoint.load(store, request(seed=8), CPU) is None  # another seed
-    assert checkpoint.load(store, request(seed=7, prompt="a cat"), CPU) is None  # another request
-    assert checkpoint.load(store, request(seed=7, steps=4), CPU) is None  # step 4 of 4 is no step to resume
-    assert caplog.text.count("ignored") == 3
+    shape = (1, 4, 2, 3, 3)
+    assert checkpoint.load(store, wanted, CPU, shape).steps_done == 4
+    assert checkpoint.load(store, request(seed=8), CPU, shape) is None  # another seed
+    assert checkpoint.load(store, request(seed=7, prompt="a cat"), CPU, shape) is None  # another request
+    assert checkpoint.load(store, request(seed=7, steps=4), CPU, shape) is None  # step 4 of 4 is no step to resume
+    assert checkpoint.load(store, wanted, CPU, (1, 4, 2, 3, 4)) is None  # latents of another shape
+    assert caplog.text.count("ignored") == 4
     assert checkpoint.saved_seed(store, wanted) == 7
 
 
