@@ -86,26 +86,23 @@ wheels_for() { # lock
   echo "$dir"
 }
 
-# Builds one image from its Dockerfile in a build context of its own under the cache: its inputs
-# and its wheels (WHEELS=wheels), all with one fixed modification time, since buildah's layer
-# cache compares times too (a fresh clone would miss it). Drops the earlier tags of that image.
+# Builds one image from its Dockerfile in a build context of its own under the cache (removed
+# after): its inputs and its wheels (WHEELS=wheels), all with one fixed modification time, since
+# buildah's layer cache compares times too (a fresh clone would miss it). Earlier builds stay:
+# removing them would take the layer cache with them (buildah rmi drops untagged parents).
 build_image() { # operator|runner
   local name=$1 image context wheels old start=$SECONDS
   image=$(image_name "$name")
   exists "$image" && return 0
   wheels=$(wheels_for "requirements-$name.lock")
-  context=$cache/context-$name
-  rm -rf "$context"
-  mkdir -p "$context"
+  context=$(mktemp -d "$cache/context-$name.XXXXXX")  # its own: builds may run side by side
+  scratch+=("$context")
   (cd "$root" && inputs "$name" | xargs cp --parents -t "$context")
   cp -al "$wheels" "$context/wheels" 2>/dev/null || cp -a "$wheels" "$context/wheels"
   find "$context" -exec touch -h -d @0 {} +
   log "building $image"
   buildah_ build --layers --isolation chroot --network host -f "$context/Dockerfile.$name" \
     --build-arg PYTHON_BASE="$(standin_name)" --build-arg WHEELS=wheels -t "$image" "$context" >&2
-  for old in $(buildah_ images --format '{{.Name}}:{{.Tag}}' | grep "^localhost/videogen-$name:"); do
-    [ "$old" = "$image" ] || buildah_ rmi "$old" >/dev/null 2>&1 || log "kept $old (a container uses it)"
-  done
   log "built $image in $((SECONDS - start))s"
 }
 
