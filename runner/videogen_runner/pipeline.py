@@ -224,10 +224,10 @@ def generate_frames(
     def on_step_end(_pipe, i, t, callback_kwargs):
         sync()
         steps_done = done_before + i + 1
-        on_step(steps_done, request.steps)
-        if steps_done < request.steps:
+        if steps_done < request.steps:  # before the report: once a step shows, a stop saves it
             on_state(steps_done, callback_kwargs["latents"], pipe.scheduler.state(), expert_of(pipe, t))
-        else:
+        on_step(steps_done, request.steps)
+        if steps_done == request.steps:
             decode_started.append(time.perf_counter())
             on_stage("decoding")
         return callback_kwargs
