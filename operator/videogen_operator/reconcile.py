@@ -27,6 +27,7 @@ from videogen_operator.status import TERMINAL, Observation, compute_status, lost
 log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace, name) of a VideoGeneration
 RETRY_S = 5.0
+LANES = {"jobs": 8, "status": 8, "events": 2}  # threads for the API calls of each kind
 
 
 def now() -> str:
@@ -145,11 +146,17 @@ class Reconciler:
         self.settings = settings
         self.indexes = indexes  # kopf's: videogenerations, jobs and pods by (namespace, name)
         self.leading = leading
-        self.api_client = api_client or kubernetes.client.ApiClient()
+        if api_client is None:  # one pooled connection for each thread of the lanes below
+            configuration = kubernetes.client.Configuration.get_default_copy()
+            configuration.connection_pool_maxsize = sum(LANES.values())
+            api_client = kubernetes.client.ApiClient(configuration)
+        self.api_client = api_client
         self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
         self.batch = kubernetes.client.BatchV1Api(self.api_client)
         self.core = kubernetes.client.CoreV1Api(self.api_client)
-        self.pool = ThreadPoolExecutor(8, thread_name_prefix="api")  # the client is synchronous
+        # The client is synchronous: its calls run in threads, in lanes, so that creating Jobs never
+        # waits behind status writes, nor those behind events (which nobody waits for).
+        self.lanes = {lane: ThreadPoolExecutor(size, thread_name_prefix=lane) for lane, size in LANES.items()}
         self.redis = ProgressSource(settings) if settings.redis_url else None
         self.writers = Writers(self.reconcile)
         self.tasks: dict[str, Key] = {}  # Redis task id → resource, for the runners' nudges
@@ -160,8 +167,8 @@ class Reconciler:
         self.progress_due: dict[Key, float] = {}  # when a runner's next nudge may run the writer
         self.ready = False  # kopf has filled the indexes (its handlers run only then)
 
-    async def call(self, fn, *args, **kwargs):
-        return await asyncio.get_running_loop().run_in_executor(self.pool, lambda: fn(*args, **kwargs))
+    async def call(self, lane: str, fn, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(self.lanes[lane], lambda: fn(*args, **kwargs))
 
     # --- observations -------------------------------------------------------------------------
 
@@ -220,7 +227,7 @@ class Reconciler:
         """The Job controller's latest FailedCreate warning (a quota, an admission policy refused
         the pod), which the Job's own status does not carry; asked on the periodic pass only."""
         selector = f"involvedObject.uid={job['metadata']['uid']},reason=FailedCreate"
-        events = (await self.call(self.core.list_namespaced_event, namespace, field_selector=selector)).items
+        events = (await self.call("status", self.core.list_namespaced_event, namespace, field_selector=selector)).items
         latest = max(events, default=None,
                      key=lambda e: str(e.last_timestamp or e.event_time or e.metadata.creation_timestamp or ""))
         if latest is not None:
@@ -259,6 +266,7 @@ class Reconciler:
             return
         meta = body["metadata"]
         answer = await self.call(
+            "status",
             self.custom.replace_namespaced_custom_object_status, GROUP, VERSION, key[0], PLURAL, key[1],
             {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "status": status,
              "metadata": {"name": key[1], "namespace": key[0], "resourceVersion": meta["resourceVersion"]}})
@@ -272,9 +280,11 @@ class Reconciler:
         if action == "create":
             await self.create_job(body)
         elif action == "delete":
-            await self.call(self.batch.delete_namespaced_job, name, key[0], propagation_policy="Background")
+            await self.call("jobs", self.batch.delete_namespaced_job, name, key[0],
+                            propagation_policy="Background")
         else:
-            await self.call(self.batch.patch_namespaced_job, name, key[0], {"spec": {"suspend": action == "suspend"}})
+            await self.call("jobs", self.batch.patch_namespaced_job, name, key[0],
+                            {"spec": {"suspend": action == "suspend"}})
 
     async def create_job(self, body: dict) -> None:
         """Creates the resource's one Job unless it exists (its name is deterministic)."""
@@ -282,7 +292,7 @@ class Reconciler:
         spec, request = jobs.parse_spec(body, self.settings)
         manifest = jobs.build_job(body, spec, request, self.settings)
         try:
-            created = await self.call(self.batch.create_namespaced_job, meta["namespace"], manifest)
+            created = await self.call("jobs", self.batch.create_namespaced_job, meta["namespace"], manifest)
         except kubernetes.client.ApiException as e:
             if e.status in (400, 422):
                 self.refused[meta["uid"]] = f"the Job was refused: {api_message(e)}"[:1000]
@@ -293,7 +303,7 @@ class Reconciler:
             return
         self.created[meta["uid"]] = trim_job(self.api_client.sanitize_for_serialization(created))
         metrics.JOBS_CREATED.inc()
-        await self.event(body, "Normal", "JobCreated", f"created Job {manifest['metadata']['name']}")
+        self.event(body, "Normal", "JobCreated", f"created Job {manifest['metadata']['name']}")
 
     # --- events and metrics -------------------------------------------------------------------
 
@@ -304,9 +314,10 @@ class Reconciler:
                 metrics.GENERATION_SECONDS.observe(status["output"]["timings"]["total"])
         event = transition_event(old, status)
         if event is not None:
-            await self.event(body, *event)
+            self.event(body, *event)
 
-    async def event(self, body: dict, kind: str, reason: str, message: str) -> None:
+    def event(self, body: dict, kind: str, reason: str, message: str) -> None:
+        """Posted in the events lane; nothing waits for it."""
         meta = body["metadata"]
         stamp = datetime.datetime.now(datetime.UTC)
         event = {
@@ -317,11 +328,15 @@ class Reconciler:
             "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
             "source": {"component": "videogen-operator"}, "reportingComponent": "videogen-operator",
         }
-        try:
-            await self.call(self.core.create_namespaced_event, meta["namespace"], event)
-        except Exception as e:  # noqa: BLE001 - an event is best effort
-            log.warning("event %s of %s/%s not posted: %s", reason, meta["namespace"], meta["name"],
-                        getattr(e, "reason", None) or type(e).__name__)
+
+        def post():
+            try:
+                self.core.create_namespaced_event(meta["namespace"], event)
+            except Exception as e:  # noqa: BLE001 - an event is best effort
+                log.warning("event %s of %s/%s not posted: %s", reason, meta["namespace"], meta["name"],
+                            getattr(e, "reason", None) or type(e).__name__)
+
+        self.lanes["events"].submit(post)
 
     # --- what nudges the writers --------------------------------------------------------------
 

@@ -249,11 +249,11 @@ WARNING_REASONS = {"Unschedulable", "FailedCreate", "ErrImagePull", "ImagePullBa
 
 def transition_event(old: dict, new: dict) -> tuple[str, str, str] | None:
     """The Kubernetes event (type, reason, message) a status change deserves: one per phase
-    change, or per new problem within a phase; Warning for failures and problems."""
+    change (but into Pending), or per new problem within a phase; Warning for failures and problems."""
     if (new["phase"], new["reason"]) == (old.get("phase"), old.get("reason")):
         return None
-    if new["phase"] == old.get("phase") and new["reason"] not in WARNING_REASONS:
-        return None
+    if new["phase"] in (old.get("phase"), "Pending") and new["reason"] not in WARNING_REASONS:
+        return None  # the way to the pod (Creating, Starting) is no news
     kind = "Warning" if new["phase"] == "Failed" or new["reason"] in WARNING_REASONS else "Normal"
     return kind, new["reason"], f"{old.get('phase') or 'New'} → {new['phase']}: {new['message']}"
 
