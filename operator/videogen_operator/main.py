@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     kopf.run(
-        standalone=True,  # one replica; no peering CRDs needed
+        standalone=True,  # the Lease elects the active replica (leader.py), not kopf's peering
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
         identity=own_identity(),
