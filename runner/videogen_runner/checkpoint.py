@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import struct
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -187,7 +186,6 @@ class Checkpointer:
         self.saves: list[tuple[int, float]] = []  # (bytes, seconds) of each save, for logs and the benchmark
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self.pending: Future | None = None
-        self.lock = threading.Lock()
 
     def offer(self, steps_done: int, latents: torch.Tensor, solver: dict, expert: str) -> None:
         self.latest = Checkpoint(steps_done, self.seed, latents, solver, expert)
@@ -206,18 +204,19 @@ class Checkpointer:
         self.pool.shutdown(wait=True)
 
     def _save(self, checkpoint: Checkpoint) -> None:
-        with self.lock:
-            started = time.perf_counter()
-            try:
-                data = encode(checkpoint, self.print_)
-                self.store.put(STATE, data)
-            except STORE_ERRORS as e:
-                log.warning("checkpoint after step %d not saved to %s: %s", checkpoint.steps_done, self.store.where, e)
-                return
-            self.saved_steps = max(self.saved_steps, checkpoint.steps_done)
-            self.saves.append((len(data), time.perf_counter() - started))
-            log.info("checkpoint after step %d saved to %s (%.1f MiB, %.2f s)", checkpoint.steps_done,
-                     self.store.where, len(data) / 2**20, time.perf_counter() - started)
+        """One save at a time: offer() waits for the last to be done, save_latest() for it to end."""
+        started = time.perf_counter()
+        try:
+            data = encode(checkpoint, self.print_)
+            self.store.put(STATE, data)
+        except STORE_ERRORS as e:
+            log.warning("checkpoint after step %d not saved to %s: %s", checkpoint.steps_done, self.store.where, e)
+            return
+        seconds = time.perf_counter() - started
+        self.saved_steps = max(self.saved_steps, checkpoint.steps_done)
+        self.saves.append((len(data), seconds))
+        log.info("checkpoint after step %d saved to %s (%.1f MiB, %.2f s)", checkpoint.steps_done,
+                 self.store.where, len(data) / 2**20, seconds)
 
 
 def load(store, request: GenerationRequest, device: torch.device, latents_shape: tuple[int, ...]) -> Checkpoint | None:

@@ -71,17 +71,24 @@ def healthy(env: dict[str, str]):
     return lambda: urllib.request.urlopen(health, timeout=2).status == 200
 
 
-@pytest.fixture(scope="module")
-def operator(kube_cluster, kube_bin, pod_executor, redis_server, s3_server, tmp_path_factory):
-    prepare(kube_cluster, s3_server)
+def local_operator(cluster, kube_bin, s3_server, redis_server, tmp_path_factory, **settings: str) -> Server:
+    """The operator as its own process under the chart's identity, started; `settings` override
+    the tests' VIDEOGEN_* settings."""
+    prepare(cluster, s3_server)
     # The runner command stays the default `videogen-runner`, found on the pod executor's PATH (the
     # test interpreter's folder first): a full path under /tmp would be taken for the pod's /tmp.
-    kubeconfig = chart_identity(kube_cluster, kube_bin, tmp_path_factory.mktemp("identity"))
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), **operator_settings(s3_server, redis_server)}
+    kubeconfig = chart_identity(cluster, kube_bin, tmp_path_factory.mktemp("identity"))
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), **operator_settings(s3_server, redis_server), **settings}
     server = Server("videogen-operator", [sys.executable, "-m", "videogen_operator.main"],
                     int(env["VIDEOGEN_HEALTH_PORT"]), healthy(env), tmp_path_factory.mktemp("operator") / "log", env)
-    server.cluster = kube_cluster
+    server.cluster = cluster
     server.start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def operator(kube_cluster, kube_bin, pod_executor, redis_server, s3_server, tmp_path_factory):
+    server = local_operator(kube_cluster, kube_bin, s3_server, redis_server, tmp_path_factory)
     yield server
     server.stop()
     # Routine events (deleted meanwhile, namespaces being deleted, restarts, outages) are one line each.

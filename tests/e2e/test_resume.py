@@ -5,24 +5,13 @@ out by the same pod. The operator runs under the chart's identity with short che
 (tiny models denoise in milliseconds a step)."""
 
 import json
-import os
-import sys
 import time
 
 import pytest
 
-from tests.e2e.test_operator import (
-    apply,
-    chart_identity,
-    get,
-    healthy,
-    operator_settings,
-    prepare,
-    status_of,
-    tiny_manifest,
-)
+from tests.e2e.test_operator import apply, get, local_operator, status_of, tiny_manifest
 from tests.e2e.test_operator import namespace as namespace  # noqa: F401 - the fixture
-from tests.support.services import Outage, Server, wait_until
+from tests.support.services import Outage, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -35,14 +24,8 @@ def s3_path(s3_server):
 
 @pytest.fixture(scope="module")
 def operator(kube_cluster, kube_bin, pod_executor, redis_server, s3_server, s3_path, tmp_path_factory):
-    prepare(kube_cluster, s3_server)
-    kubeconfig = chart_identity(kube_cluster, kube_bin, tmp_path_factory.mktemp("identity"))
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), **operator_settings(s3_server, redis_server),
-           "VIDEOGEN_S3_ENDPOINT_URL": s3_path.endpoint, "VIDEOGEN_CHECKPOINT_SECONDS": "0.05"}
-    server = Server("videogen-operator", [sys.executable, "-m", "videogen_operator.main"],
-                    int(env["VIDEOGEN_HEALTH_PORT"]), healthy(env), tmp_path_factory.mktemp("operator") / "log", env)
-    server.cluster = kube_cluster
-    server.start()
+    server = local_operator(kube_cluster, kube_bin, s3_server, redis_server, tmp_path_factory,
+                            VIDEOGEN_S3_ENDPOINT_URL=s3_path.endpoint, VIDEOGEN_CHECKPOINT_SECONDS="0.05")
     yield server
     server.stop()
 
