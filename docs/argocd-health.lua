@@ -1,14 +1,18 @@
 -- Argo CD's health check of a VideoGeneration: the value of
 -- resource.customizations.health.videogen.io_VideoGeneration in argocd-cm (docs/operator.md).
 -- Argo CD runs it on gopher-lua, a Lua 5.1; tests/gitops runs it under lua5.1 for every phase.
+-- A new resource's status is the CRD's default, {observedGeneration: 0}, until the operator writes it.
 local hs = {status = "Progressing", message = "Waiting for the operator"}
 local status = obj.status
-if status == nil or status.phase == nil then
+if status == nil then
   return hs
 end
 local generation = obj.metadata.generation
 if generation ~= nil and status.observedGeneration ~= nil and status.observedGeneration < generation then
   hs.message = "Waiting for the operator to observe generation " .. generation
+  return hs
+end
+if status.phase == nil then
   return hs
 end
 hs.message = status.phase

@@ -82,6 +82,14 @@ def spec_schema() -> dict:
     return spec
 
 
+def status_schema() -> dict:
+    """The status as the operator writes it, defaulted to {observedGeneration: 0} until it does: the
+    API server fills the default in on every read, so a resource the operator has not seen yet reads
+    "generation 1 not observed" (kstatus: InProgress; Argo CD's script: Progressing), never Current
+    as a resource without any status would for kstatus."""
+    return {**openapi(VideoGenerationStatus), "default": {"observedGeneration": 0}}
+
+
 def crd() -> dict:
     columns = [
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
@@ -119,7 +127,7 @@ def crd() -> dict:
                             "type": "string", "maxLength": 63,
                             "description": "At most 63 characters: it labels the Job's pods."}}},
                         "spec": spec_schema(),
-                        "status": openapi(VideoGenerationStatus),
+                        "status": status_schema(),
                     },
                 }},
             }],

@@ -14,11 +14,15 @@ from videogen_operator.models import VideoGenerationSpec
 from videogen_runner.progress import ProgressState
 from videogen_runner.result import RunResult
 
-# Stalled is kstatus' word for "will not progress": Flux's health checks (and kstatus users) see a
-# failure through it, where Ready=False alone reads as still in progress.
+# One condition per phase, plus two that GitOps readers (kstatus: Flux, cli-utils' waits; Argo CD
+# through docs/argocd-health.lua) go by. Ready: True once the resource is at rest as asked
+# (Succeeded, or Suspended while spec.suspend holds it), else False with the phase's own reason and
+# message (kstatus shows them as InProgress: "ImagePullBackOff: Back-off pulling image …"). Stalled:
+# True with Failed, kstatus' word for "will not progress" (Ready=False alone reads as in progress).
 CONDITION_TYPES = ("Ready", "Queued", "Running", "Succeeded", "Failed", "Suspended", "Stalled")
-PHASE_OF_CONDITION = {"Ready": "Succeeded", "Queued": "Queued", "Running": "Running", "Succeeded": "Succeeded",
-                      "Failed": "Failed", "Suspended": "Suspended", "Stalled": "Failed"}
+PHASES_OF_CONDITION = {"Ready": ("Succeeded", "Suspended"), "Queued": ("Queued",), "Running": ("Running",),
+                       "Succeeded": ("Succeeded",), "Failed": ("Failed",), "Suspended": ("Suspended",),
+                       "Stalled": ("Failed",)}
 WAITING_PROBLEMS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
                     "CreateContainerError"}
 TERMINAL = {"Succeeded", "Failed"}
@@ -259,18 +263,23 @@ def transition_event(old: dict, new: dict) -> tuple[str, str, str] | None:
 
 
 def conditions(phase: str, reason: str, message: str, old: list[dict], generation: int, now: str) -> list[dict]:
-    """One condition per type; lastTransitionTime moves only when the status flips."""
+    """One condition per type; lastTransitionTime moves only when the status flips. A true condition
+    carries the phase's reason and message, a false one says Not<phase>; but Ready always carries
+    the phase's reason, and Ready and Stalled, which kstatus shows by their message alone, put the
+    reason in front of it ("ImagePullBackOff: Back-off pulling image …"), as Argo CD's script does."""
     previous = {c["type"]: c for c in old}
     result = []
     for kind in CONDITION_TYPES:
-        true = PHASE_OF_CONDITION[kind] == phase
+        true = phase in PHASES_OF_CONDITION[kind]
         status = "True" if true else "False"
         was = previous.get(kind, {})
+        told = true or kind == "Ready"
+        said = f"{reason}: {message}" if kind in ("Ready", "Stalled") and message else message
         result.append({
             "type": kind,
             "status": status,
-            "reason": reason if true else f"Not{PHASE_OF_CONDITION[kind]}",
-            "message": message[:1000] if true else "",
+            "reason": reason if told else f"Not{PHASES_OF_CONDITION[kind][0]}",
+            "message": said[:1000] if told else "",
             "lastTransitionTime": was["lastTransitionTime"] if was.get("status") == status else now,
             "observedGeneration": generation,
         })

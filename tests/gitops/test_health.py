@@ -15,13 +15,12 @@ from videogen_operator.status import conditions
 ROOT = Path(__file__).parents[2]
 SCRIPT = ROOT / "docs" / "argocd-health.lua"
 NOW = "2026-01-01T00:00:00Z"
-# kstatus (cli-utils v0.37) reads Stalled=True as Failed, then Ready: True is Current, False is
-# InProgress with Ready's reason and message, no condition at all is Current. What it reads well
-# only once the operator's status does its part (strict: these fail as soon as it does, so the
-# marks go): Ready=False carries the phase's reason and message, Ready=True once at rest as asked
-# (Suspended too), and the CRD defaults status.observedGeneration to 0 (a new resource is then
-# "generation 1 not observed").
-NEEDS_STATUS = pytest.mark.xfail(strict=True, reason="the operator's Ready condition and status default")
+# kstatus (cli-utils v0.37) reads, for a resource of its own kind: a deletion as Terminating,
+# status.observedGeneration behind metadata.generation as InProgress, Stalled=True as Failed, then
+# Ready: True is Current, False is InProgress with Ready's message, no condition at all is Current.
+# So the operator's Ready carries the phase's reason and message, is True once at rest as asked
+# (Succeeded, or Suspended by spec.suspend), and the CRD defaults the status to
+# {observedGeneration: 0} so that a resource the operator has not seen yet is "not observed".
 
 
 def resource(phase: str | None = None, reason: str = "", message: str = "", generation: int = 1,
@@ -87,7 +86,6 @@ CASES = {
     "failed": (resource("Failed", "ModelNotFound", "spec.model.path: no model_index.json"), "Degraded", "Failed"),
     "suspended": (resource("Suspended", "Suspended", "spec.suspend is true"), "Suspended", "Current"),
 }
-NOT_YET = {"pending-unschedulable", "image-pull", "queued", "running", "suspended"}
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -98,14 +96,15 @@ def test_argocd_reads_every_phase(case):
     assert obj["status"]["reason"] in message and obj["status"]["message"] in message
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(case, marks=NEEDS_STATUS) if case in NOT_YET else case for case in CASES])
+@pytest.mark.parametrize("case", CASES)
 def test_kstatus_reads_every_phase(kube_bin, case):
     obj, _, expected = CASES[case]
     status, message = kstatus(kube_bin, obj)
     assert status == expected
-    if expected != "Current":
-        assert obj["status"]["message"] in message
+    if expected == "Current":
+        assert message == "Resource is Ready"
+    else:  # the same words as Argo CD's: "ImagePullBackOff: Back-off pulling image …"
+        assert message == f"{obj['status']['reason']}: {obj['status']['message']}"
 
 
 def test_a_resource_the_operator_has_not_seen_is_in_progress_for_argocd():
@@ -114,9 +113,34 @@ def test_a_resource_the_operator_has_not_seen_is_in_progress_for_argocd():
     assert status == "Progressing" and "generation 2" in message
 
 
-@NEEDS_STATUS
-def test_a_resource_without_status_is_in_progress_for_kstatus(kube_bin):
-    assert kstatus(kube_bin, resource())[0] == "InProgress"
+@pytest.mark.cluster
+def test_a_new_resource_reads_in_progress_until_the_operator_writes_status(crd_applied, kube_bin, kube_namespace):
+    """As the API server serves it: the CRD's status default, whatever status the manifest
+    carried (the status subresource ignores it on create), kept through a spec change."""
+    manifest = {**resource(), "status": {"phase": "Succeeded", "observedGeneration": 1}}
+    manifest["metadata"] = {"name": "eagle"}
+    manifest["spec"] = {"model": {"preset": "ti2v-5b", "hostPath": "/m"}, "prompt": "an eagle"}
+    crd_applied.kubectl("create", "-n", kube_namespace, "-f", "-", input=json.dumps(manifest))
+    got = json.loads(crd_applied.kubectl("get", "vg", "eagle", "-n", kube_namespace, "-o", "json").stdout)
+    assert got["metadata"]["generation"] == 1 and got["status"] == {"observedGeneration": 0}
+    assert kstatus(kube_bin, got) == (
+        "InProgress", "VideoGeneration generation is 1, but latest observed generation is 0")
+    assert argocd(got) == ("Progressing", "Waiting for the operator to observe generation 1")
+
+    crd_applied.kubectl("patch", "vg", "eagle", "-n", kube_namespace, "--type=merge", "-p",
+                        '{"spec": {"suspend": true}}')
+    got = json.loads(crd_applied.kubectl("get", "vg", "eagle", "-n", kube_namespace, "-o", "json").stdout)
+    assert got["metadata"]["generation"] == 2 and got["status"] == {"observedGeneration": 0}
+    assert kstatus(kube_bin, got)[0] == "InProgress"
+
+    # Once the operator writes its status, that is what is read.
+    written = resource("Suspended", "Suspended", "spec.suspend is true", observed=2)["status"]
+    crd_applied.kubectl("replace", "--subresource=status", "-n", kube_namespace, "-f", "-",
+                        input=json.dumps({**got, "status": written}))
+    got = json.loads(crd_applied.kubectl("get", "vg", "eagle", "-n", kube_namespace, "-o", "json").stdout)
+    assert got["status"]["phase"] == "Suspended" and got["status"]["observedGeneration"] == 2
+    assert kstatus(kube_bin, got) == ("Current", "Resource is Ready")
+    assert argocd(got) == ("Suspended", "Suspended: spec.suspend is true")
 
 
 def test_kstatus_sees_an_unobserved_generation_and_a_deletion(kube_bin):

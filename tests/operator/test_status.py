@@ -171,6 +171,38 @@ def test_a_failure_is_stalled_for_kstatus_readers():
     assert {c["type"]: c["status"] for c in status(job(active=1), [pod("Running")])["conditions"]}["Stalled"] == "False"
 
 
+def test_ready_is_true_at_rest_as_asked_and_otherwise_says_why():
+    """kstatus (Flux, cli-utils' waits) reads Ready: False is InProgress with its message, True is
+    Current; so it carries the phase's reason and message, and is True for Succeeded and Suspended."""
+    def ready(s):
+        return next(c for c in s["conditions"] if c["type"] == "Ready")
+
+    pulling = pod("Pending", state={"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}})
+    assert ready(status(job(active=1), [pulling])) | {"lastTransitionTime": None} == {
+        "type": "Ready", "status": "False", "reason": "ImagePullBackOff",
+        "message": "ImagePullBackOff: Back-off pulling image", "lastTransitionTime": None, "observedGeneration": 1}
+    queued = VideoGenerationSpec.model_validate({**SPEC.model_dump(by_alias=True), "queueName": "gpus"})
+    r = ready(status(job(suspend=True), spec=queued))
+    assert (r["status"], r["reason"]) == ("False", "WaitingForAdmission") and "queue gpus" in r["message"]
+    running = ready(status(job(active=1), [pod("Running")]))
+    assert (running["status"], running["message"]) == ("False", "Generating: the runner is generating")
+    failed = status(job([("Failed", {"reason": "BackoffLimitExceeded", "message": "too many"})], failed=3))
+    assert (ready(failed)["status"], ready(failed)["reason"]) == ("False", "BackoffLimitExceeded")
+    stalled = next(c for c in failed["conditions"] if c["type"] == "Stalled")
+    assert stalled["message"] == "BackoffLimitExceeded: too many"
+
+    suspended = VideoGenerationSpec.model_validate({**SPEC.model_dump(by_alias=True), "suspend": True})
+    at_rest = status(job(suspend=True), spec=suspended)
+    assert (ready(at_rest)["status"], ready(at_rest)["reason"]) == ("True", "Suspended")
+    assert {c["type"] for c in at_rest["conditions"] if c["status"] == "True"} == {"Ready", "Suspended"}
+    # Resumed: Ready flips back to False, and its transition time moves.
+    resumed = status(job(active=1), [pod("Running")], old=at_rest, now="2026-11-26T11:00:00Z")
+    assert (ready(resumed)["status"], ready(resumed)["lastTransitionTime"]) == ("False", "2026-11-26T11:00:00Z")
+    done = status(job([("Complete", {})]), [pod("Succeeded")], old=resumed, now="2026-11-26T12:00:00Z")
+    assert (ready(done)["status"], ready(done)["reason"]) == ("True", "Generated")
+    assert {c["type"] for c in done["conditions"] if c["status"] == "True"} == {"Ready", "Succeeded"}
+
+
 def test_a_pod_the_job_cannot_create_shows_why():
     quota = 'pods "videogen-x-abcde" is forbidden: exceeded quota: gpu, requested: requests.nvidia.com/gpu=1'
     s = status(job(active=0), creation_failure=quota)
