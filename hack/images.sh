@@ -4,7 +4,8 @@
 # so only the base is swapped (build argument PYTHON_BASE) for a stand-in made here: a Debian
 # bookworm root filesystem with Python (debootstrap). The Dockerfiles install offline from wheel
 # folders (build argument WHEELS) downloaded from the image locks, in a build context staged
-# under the cache (nothing is written into the clone).
+# under the cache (nothing is written into the clone); they install in build stages and copy the
+# installed packages into the image, so no wheel is in any layer of it.
 #
 #   hack/images.sh build   build what is missing, print the names (below)
 #   hack/images.sh names   print them if everything is built, else exit 1
@@ -103,7 +104,7 @@ build_image() { # operator|runner
   log "building $image"
   buildah_ build --layers --isolation chroot --network host -f "$context/Dockerfile.$name" \
     --build-arg PYTHON_BASE="$(standin_name)" --build-arg WHEELS=wheels -t "$image" "$context" >&2
-  log "built $image in $((SECONDS - start))s"
+  log "built $image in $((SECONDS - start))s: $(buildah_ images --format '{{.Size}}' "$image")"
 }
 
 names() {
