@@ -144,13 +144,15 @@ def test_names_pod_settings_extra_env_and_volumes_are_configurable(kube_bin):
 
 @pytest.mark.cluster
 def test_two_teams_install_releases_of_the_same_name(kube_apiserver, kube_bin):
-    """Cluster-scoped names carry the release's namespace; one release owns the CRD."""
+    """Cluster-scoped names carry the release's namespace; one release owns the CRD. The first may
+    take over the CRD that other tests applied; the second takes over nothing (a clash of names
+    would fail its install: "exists and cannot be imported")."""
     k = kube_apiserver
-    for team, crds in [("team-a", "true"), ("team-b", "false")]:
+    for team, crds, adopt in [("team-a", "true", ["--take-ownership"]), ("team-b", "false", [])]:
         k.kubectl("create", "namespace", team, check=False)
         result = helm(kube_bin, "install", "vg", str(CHART), "--kubeconfig", str(k.kubeconfig), "--namespace", team,
                       "--set", "operator.replicas=0", "--set", f"crds.enabled={crds}", "--set",
-                      f"operator.watchNamespaces={{{team}}}", "--take-ownership")
+                      f"operator.watchNamespaces={{{team}}}", *adopt)
         assert "kubectl get vg -w" in result.stdout  # NOTES.txt
     roles = k.kubectl("get", "clusterroles", "-o", "name").stdout.split()
     assert {"clusterrole.rbac.authorization.k8s.io/team-a-vg-videogen-discovery",
