@@ -209,7 +209,8 @@ class VideoGenerationSpec(Model):
 class Condition(Model):
     """One condition, in metav1.Condition's shape (kstatus and `kubectl wait --for=condition=` read them)."""
 
-    type: str = Field(description="Ready, Queued, Running, Succeeded, Failed, Suspended, Stalled or "
+    type: str = Field(description="Queued, Running, Succeeded, Failed or Suspended (true in that phase); Ready "
+                      "(true at rest as asked: Succeeded, or Suspended by spec.suspend); Stalled (true with Failed); "
                       "ProgressAvailable.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(default="", description="One CamelCase word saying why (the status' reason).")

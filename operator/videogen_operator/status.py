@@ -14,8 +14,8 @@ from videogen_operator.models import VideoGenerationSpec
 from videogen_runner.progress import ProgressState
 from videogen_runner.result import RunResult
 
-# One condition per phase, plus two that GitOps readers (kstatus: Flux, cli-utils' waits; Argo CD
-# through docs/argocd-health.lua) go by. Ready: True once the resource is at rest as asked
+# One condition per phase, plus two that kstatus (Flux's health checks, cli-utils' waits) goes by;
+# Argo CD's script (docs/argocd-health.lua) reads the phase. Ready: True once the resource is at rest as asked
 # (Succeeded, or Suspended while spec.suspend holds it), else False with the phase's own reason and
 # message (kstatus shows them as InProgress: "ImagePullBackOff: Back-off pulling image …"). Stalled:
 # True with Failed, kstatus' word for "will not progress" (Ready=False alone reads as in progress).
