@@ -25,6 +25,7 @@ Writes bench/results/operator_scale.json.
 import datetime
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -38,8 +39,9 @@ from pathlib import Path
 import kubernetes
 import yaml
 
-from tests.support.cluster import KWOK_ANNOTATION
+from tests.support.cluster import KWOK_ANNOTATION, KubeAPI, Watch
 from tests.support.services import free_port, wait_until
+from videogen_operator.job import NAME_LABEL
 
 ROOT = Path(__file__).parents[1]
 RESULT = ROOT / "bench" / "results" / "operator_scale.json"
@@ -48,6 +50,7 @@ NODES, GPUS, RATE = 64, 8, 20.0
 BENCH_NS = "videogen-bench"
 FLOW = "videogen-bench"
 IDLE_S = int(os.environ.get("VIDEOGEN_SCALE_IDLE_S", "60"))
+SHAPES = os.environ.get("VIDEOGEN_SCALE_SHAPES", "steady,burst").split(",")
 
 
 def setup_cluster(cluster) -> Path:
@@ -104,44 +107,91 @@ def operator_requests(cluster) -> float:
                and f'flow_schema="{FLOW}"' in line)
 
 
-class Seen:
-    """First-seen times, from the bench's own watches of the namespace."""
+# A resource's status, in the order the way goes: what each child change asks of it.
+RANK = {("Pending", "Starting"): 1, ("Running", "Generating"): 2, ("Running", "Finishing"): 3}
+CHANGES = {"job_added": 1, "pod_running": 2, "pod_succeeded": 3, "job_complete": 4}
 
-    def __init__(self, namespace: str):
+
+def rank(status: dict) -> int:
+    if status.get("phase") == "Succeeded":
+        return 4
+    return RANK.get((status.get("phase"), status.get("reason")), 0)
+
+
+def raw_api(cluster, connections: int = 8) -> KubeAPI:
+    """Plain JSON over the official client's kubeconfig handling, one pooled connection per thread
+    (no model objects built from the answers: the bench's own CPU stays small)."""
+    api = KubeAPI(cluster.kubeconfig)
+    configuration = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(str(cluster.kubeconfig), client_configuration=configuration)
+    configuration.connection_pool_maxsize = connections
+    api.client = kubernetes.client.ApiClient(configuration)
+    return api
+
+
+class Seen:
+    """First-seen times, from the bench's own watches of the namespace (one clock for all)."""
+
+    PATHS = {"vg": "/apis/videogen.io/v1alpha1/namespaces/{ns}/videogenerations",
+             "job": "/apis/batch/v1/namespaces/{ns}/jobs", "pod": "/api/v1/namespaces/{ns}/pods"}
+
+    def __init__(self, cluster, namespace: str):
         self.namespace = namespace
-        self.vg_added, self.vg_succeeded, self.job_added, self.job_complete = {}, {}, {}, {}
+        self.api = raw_api(cluster, 4)
+        self.vg_added: dict[str, float] = {}
+        self.ranked: dict[str, dict[int, float]] = {}  # resource → rank → when its status first reached it
+        self.changes: dict[str, dict[str, float]] = {kind: {} for kind in CHANGES}
         self.stopping = threading.Event()
-        self.threads = [threading.Thread(target=self.follow, args=(kind,), daemon=True) for kind in ("vg", "job")]
+        self.watches: dict[str, Watch] = {}
+        self.threads = [threading.Thread(target=self.follow, args=(kind,), daemon=True) for kind in self.PATHS]
         for thread in self.threads:
             thread.start()
 
     def follow(self, kind: str) -> None:
-        custom, batch = kubernetes.client.CustomObjectsApi(), kubernetes.client.BatchV1Api()
+        path, version = self.PATHS[kind].format(ns=self.namespace), None
+        query = {"labelSelector": NAME_LABEL} if kind != "vg" else {}
         while not self.stopping.is_set():
-            if kind == "vg":
-                lister = lambda **kw: custom.list_namespaced_custom_object(  # noqa: E731
-                    "videogen.io", "v1alpha1", self.namespace, "videogenerations", **kw)
-            else:
-                lister = lambda **kw: batch.list_namespaced_job(self.namespace, **kw)  # noqa: E731
             try:
-                for event in kubernetes.watch.Watch().stream(lister, timeout_seconds=300):
-                    self.saw(kind, event["object"] if kind == "vg" else event["raw_object"], time.monotonic())
-                    if self.stopping.is_set():
-                        return
-            except Exception:  # noqa: BLE001 - a dropped watch: watch again (first-seen times stay)
+                self.watches[kind] = watch = self.api.watch(
+                    path, 300, allowWatchBookmarks="true", **query,
+                    **({"resourceVersion": version} if version else {}))
+                for event in watch:
+                    version = event["object"]["metadata"]["resourceVersion"]
+                    if event["type"] != "BOOKMARK":
+                        self.saw(kind, event["object"], time.monotonic())
+            except Exception:  # noqa: BLE001 - a dropped or expired watch: watch again (first-seen times stay)
+                version = None
                 time.sleep(0.2)
 
     def saw(self, kind: str, obj: dict, at: float) -> None:
-        name = obj["metadata"]["name"] if kind == "vg" else obj["metadata"]["labels"].get("videogen.io/name")
+        meta, status = obj["metadata"], obj.get("status") or {}
         if kind == "vg":
-            self.vg_added.setdefault(name, at)
-            if (obj.get("status") or {}).get("phase") == "Succeeded":
-                self.vg_succeeded.setdefault(name, at)
-        else:
-            self.job_added.setdefault(name, at)
-            if any(c["type"] == "Complete" and c["status"] == "True" for c in obj.get("status", {}).get("conditions")
-                   or []):
-                self.job_complete.setdefault(name, at)
+            self.vg_added.setdefault(meta["name"], at)
+            self.ranked.setdefault(meta["name"], {}).setdefault(rank(status), at)
+            return
+        name = (meta.get("labels") or {}).get(NAME_LABEL)
+        if kind == "job":
+            self.changes["job_added"].setdefault(name, at)
+            if any(c["type"] == "Complete" and c["status"] == "True" for c in status.get("conditions") or []):
+                self.changes["job_complete"].setdefault(name, at)
+        elif status.get("phase") in ("Running", "Succeeded"):
+            self.changes["pod_running"].setdefault(name, at)
+            if status["phase"] == "Succeeded":
+                self.changes["pod_succeeded"].setdefault(name, at)
+
+    def status_current(self, change: str) -> list[float]:
+        """For each resource, from the change to the first status that reflects it (or a later one)."""
+        latencies = []
+        for name, at in self.changes[change].items():
+            reached = [t for r, t in self.ranked.get(name, {}).items() if r >= CHANGES[change]]
+            if reached:
+                latencies.append(max(0.0, min(reached) - at))
+        return latencies
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for watch in list(self.watches.values()):
+            watch.close()
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -157,6 +207,12 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """The process' user + system CPU time so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(cluster, kubeconfig: Path, variant: str, root: Path, shape: str, log_dir: Path) -> dict:
     namespace = f"scale-{variant}-{shape}"
     cluster.kubectl("create", "namespace", namespace)
@@ -170,7 +226,7 @@ def run(cluster, kubeconfig: Path, variant: str, root: Path, shape: str, log_dir
     operator = subprocess.Popen([sys.executable, "-m", "videogen_operator.main"], env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        return measure(cluster, namespace, shape, env, operator)
+        return measure(cluster, namespace, shape, env, operator, log_dir)
     finally:
         if operator.poll() is None:  # the baseline's threads may not stop in time
             operator.kill()
@@ -178,56 +234,73 @@ def run(cluster, kubeconfig: Path, variant: str, root: Path, shape: str, log_dir
         cluster.kubectl("delete", "namespace", namespace, "--wait=false")
 
 
-def measure(cluster, namespace: str, shape: str, env: dict, operator: subprocess.Popen) -> dict:
+def measure(cluster, namespace: str, shape: str, env: dict, operator: subprocess.Popen, log_dir: Path) -> dict:
     health = f"http://127.0.0.1:{env['VIDEOGEN_HEALTH_PORT']}/healthz"
     wait_until(lambda: urllib.request.urlopen(health, timeout=2).status == 200, 60, f"operator of {namespace}")
     time.sleep(3)  # leadership and the first lists
-    seen = Seen(namespace)
+    seen = Seen(cluster, namespace)
     names = [f"vg-{i:04d}" for i in range(RESOURCES)]
     before = operator_requests(cluster)
-    load = os.getloadavg()[0]
+    load, cpu = os.getloadavg()[0], cpu_seconds(operator.pid)
+    profiler = profile(operator.pid, log_dir / f"{namespace}.speedscope.json")
     started = time.monotonic()
-    if shape == "steady":  # each create sent at its time, by a few clients (one alone is slower than 20/s)
-        custom = kubernetes.client.CustomObjectsApi()
-        with ThreadPoolExecutor(8) as pool:
+    if shape == "steady":  # open loop: each create sent at its time, whatever the answers' latency
+        api, path = raw_api(cluster, 32), f"/apis/videogen.io/v1alpha1/namespaces/{namespace}/videogenerations"
+        with ThreadPoolExecutor(32) as pool:
             for i, name in enumerate(names):
                 time.sleep(max(0.0, started + i / RATE - time.monotonic()))
-                pool.submit(custom.create_namespaced_custom_object, "videogen.io", "v1alpha1", namespace,
-                            "videogenerations", manifest(name))
+                pool.submit(api.create, path, manifest(name))
     else:
         items = {"apiVersion": "v1", "kind": "List", "items": [manifest(n) for n in names]}
         cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(items), timeout=600)
     created = time.monotonic()
     deadline = created + 900
-    while len(seen.vg_succeeded) < RESOURCES and time.monotonic() < deadline and operator.poll() is None:
+    succeeded = lambda: sum(4 in r for r in seen.ranked.values())  # noqa: E731
+    while succeeded() < RESOURCES and time.monotonic() < deadline and operator.poll() is None:
         time.sleep(1)
     done = time.monotonic()
     busy = operator_requests(cluster) - before
-    rss = peak_rss_mib(operator.pid)
+    rss, cpu = peak_rss_mib(operator.pid), cpu_seconds(operator.pid) - cpu
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(60)
     time.sleep(10)
     idle_start = operator_requests(cluster)
     time.sleep(IDLE_S)
     idle = (operator_requests(cluster) - idle_start) * 60 / IDLE_S
-    seen.stopping.set()
+    seen.stop()
     operator.terminate()
     try:
         operator.wait(30)
     except subprocess.TimeoutExpired:
         pass
 
-    to_job = [seen.job_added[n] - seen.vg_added[n] for n in names if n in seen.job_added and n in seen.vg_added]
-    current = [seen.vg_succeeded[n] - seen.job_complete[n] for n in names
-               if n in seen.vg_succeeded and n in seen.job_complete]
+    jobs = seen.changes["job_added"]
+    to_job = [jobs[n] - seen.vg_added[n] for n in names if n in jobs and n in seen.vg_added]
+    current = {change: seen.status_current(change) for change in CHANGES}
+    every = [latency for latencies in current.values() for latency in latencies]
     return {
-        "resources": RESOURCES, "succeeded": len(seen.vg_succeeded), "jobs": len(seen.job_added),
+        "resources": RESOURCES, "succeeded": succeeded(), "jobs": len(jobs),
         "create_seconds": round(created - started, 2), "all_succeeded_s": round(done - started, 1),
         "create_to_job_p50_s": percentile(to_job, 50), "create_to_job_p95_s": percentile(to_job, 95),
         "create_to_job_max_s": round(max(to_job), 3) if to_job else None,
-        "last_job_s": round(max(seen.job_added.values()) - created, 2) if seen.job_added else None,
-        "status_current_p50_s": percentile(current, 50), "status_current_p95_s": percentile(current, 95),
-        "operator_peak_rss_mib": rss, "api_requests_per_resource": round(busy / RESOURCES, 2),
+        "last_job_s": round(max(jobs.values()) - created, 2) if jobs else None,
+        "status_current_p50_s": percentile(every, 50), "status_current_p95_s": percentile(every, 95),
+        "status_current_max_s": round(max(every), 3) if every else None,
+        "status_current_p95_s_by_change": {change: percentile(v, 95) for change, v in current.items()},
+        "operator_peak_rss_mib": rss, "operator_cpu_s": round(cpu, 1),
+        "api_requests_per_resource": round(busy / RESOURCES, 2),
         "idle_api_requests_per_minute": round(idle, 1), "load_average_at_start": round(load, 2),
     }
+
+
+def profile(pid: int, out: Path) -> subprocess.Popen | None:
+    """py-spy on the operator while the resources go through (VIDEOGEN_SCALE_PYSPY: its path)."""
+    if not os.environ.get("VIDEOGEN_SCALE_PYSPY"):
+        return None
+    return subprocess.Popen([os.environ["VIDEOGEN_SCALE_PYSPY"], "record", "--pid", str(pid), "--rate", "50",
+                             "--format", "speedscope", "--output", str(out), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def test_operator_scale(kwok, tmp_path):
@@ -241,7 +314,7 @@ def test_operator_scale(kwok, tmp_path):
     runs = {}
     for variant, root in variants.items():
         runs[variant] = {}
-        for shape in ("steady", "burst"):
+        for shape in SHAPES:
             runs[variant][shape] = run(kwok, kubeconfig, variant, root, shape, tmp_path)
             print(f"operator_scale {variant} {shape}: {json.dumps(runs[variant][shape])}", flush=True)
             write(runs)  # after every run: a long baseline may be cut short

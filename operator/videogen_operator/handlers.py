@@ -3,7 +3,9 @@ writer of the resource concerned (reconcile.py). No handler reads the API.
 
 kopf's change handlers (create, resume, update) and its timers and daemons are not used: they keep
 handler state in annotations or a finalizer on every resource (two more writes each, and a
-deletion that waits for the operator); everything here is level-triggered from the indexes.
+deletion that waits for the operator; a timer on each of 1,000 resources also tripled the peak
+RSS, see Reconciler.resync); everything here is level-triggered from the indexes, and kopf's
+diff base, which only change handlers read, is not built (NoEssence).
 """
 
 import asyncio
@@ -16,10 +18,24 @@ from prometheus_client import start_http_server
 from videogen_operator.job import NAME_LABEL
 from videogen_operator.leader import Leader
 from videogen_operator.models import GROUP, PLURAL, VERSION
-from videogen_operator.reconcile import Reconciler, trim_job, trim_pod
+from videogen_operator.reconcile import Reconciler, trim_job, trim_pod, trim_videogeneration
 from videogen_operator.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class NoEssence(kopf.DiffBaseStorage):
+    """kopf's diff base is for change handlers (on.create/update/resume), which this operator has
+    none of; the stock one deep-copies every body of every watch event to build it anyway."""
+
+    def build(self, *, body, extra_fields=None):
+        return {}
+
+    def fetch(self, *, body):
+        return {}
+
+    def store(self, *, body, patch, essence) -> None:
+        pass
 
 
 @kopf.on.startup()
@@ -31,6 +47,7 @@ async def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, vid
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()
     settings.posting.enabled = False  # the Reconciler posts the events users need
+    settings.persistence.diffbase_storage = NoEssence()
     settings.watching.server_timeout = 300  # the API server ends each watch: kopf lists again
     settings.watching.client_timeout = 330
     # A stalled watch: kopf's settings.watching.inactivity_timeout (70 s, against the API server's
@@ -62,20 +79,19 @@ async def operator_cleanup(memo: kopf.Memo, **_):
 
 # --- the watch-fed cache: only the fields the status needs ---------------------------------------
 
+# async: kopf runs a sync handler in a thread of its executor, for every event of every object.
 @kopf.index(GROUP, VERSION, PLURAL)
-def videogenerations(namespace: str, name: str, body, meta, spec, status, **_):
-    keep = ("name", "namespace", "uid", "generation", "resourceVersion", "creationTimestamp", "deletionTimestamp")
-    return {(namespace, name): {"apiVersion": body["apiVersion"], "kind": body["kind"],
-                                "metadata": {k: meta.get(k) for k in keep}, "spec": dict(spec), "status": dict(status)}}
+async def videogenerations(namespace: str, name: str, body, **_):
+    return {(namespace, name): trim_videogeneration(body)}
 
 
 @kopf.index("batch", "v1", "jobs", labels={NAME_LABEL: kopf.PRESENT})
-def jobs(namespace: str, labels, body, **_):
+async def jobs(namespace: str, labels, body, **_):
     return {(namespace, labels[NAME_LABEL]): trim_job(body)}
 
 
 @kopf.index("", "v1", "pods", labels={NAME_LABEL: kopf.PRESENT})
-def pods(namespace: str, labels, body, **_):
+async def pods(namespace: str, labels, body, **_):
     return {(namespace, labels[NAME_LABEL]): trim_pod(body)}
 
 

@@ -293,6 +293,28 @@ def test_a_job_finished_and_removed_during_an_outage_is_not_run_again(operator, 
     assert get(cluster, namespace, "jobs")["items"] == [] and runs_of(redis_client, namespace, "outage") == 1
 
 
+def test_a_job_removed_during_an_outage_without_a_result_ends_job_lost(operator, namespace, tiny_models,
+                                                                        redis_client):
+    """The same drill, but Redis lost the runner's result meanwhile (restarted without persistence):
+    the outcome cannot be recovered, so the resource ends Failed with a clear reason, and the video
+    is still not generated a second time (the operator reads no S3: docs/operator.md)."""
+    cluster = operator.cluster
+    apply(cluster, namespace, tiny_manifest(tiny_models, "forgotten", sampling={"steps": 40, "seed": 3},
+                                            ttlSecondsAfterFinished=0))
+    wait_until(lambda: status_of(cluster, namespace, "forgotten").get("phase") == "Running", 120, "Running")
+    task = f"videogen:task:{namespace}.forgotten"
+    with operator.stopped():
+        wait_until(lambda: redis_client.hget(task, "status") == "succeeded", 180, "the runner done")
+        wait_until(lambda: not get(cluster, namespace, "jobs")["items"], 60, "the Job removed by its TTL")
+        redis_client.delete(task)
+    cluster.kubectl("wait", "-n", namespace, "--for=condition=Failed", "vg/forgotten", "--timeout=60s")
+    status = status_of(cluster, namespace, "forgotten")
+    assert (status["phase"], status["reason"], status["attempts"]) == ("Failed", "JobLost", 1)
+    assert "not generated again" in status["message"]
+    time.sleep(3)  # time enough for a second Job, if any were made
+    assert get(cluster, namespace, "jobs")["items"] == [] and runs_of(redis_client, namespace, "forgotten") == 1
+
+
 def test_killing_the_active_replica_mid_run_leaves_one_job(operator, namespace, tiny_models, redis_client,
                                                             tmp_path):
     cluster = operator.cluster
