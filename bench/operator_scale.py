@@ -9,16 +9,28 @@ hand (minutes) through pytest, whose fixtures start and stop the control plane:
     VIDEOGEN_BASELINE=/tmp/vg-baseline python -m pytest -s -q --timeout=0 -p tests.support.services \\
         -p tests.support.cluster bench/operator_scale.py
 
+(The last run's baseline: 98f4c90, whose handlers import operator/videogen_operator/health.py, a
+file 90d07f0 deleted: restore it with `git show 90d07f0^:<path> > /tmp/vg-baseline/<path>`.) Knobs: VIDEOGEN_SCALE_RESOURCES (1000),
+VIDEOGEN_SCALE_SHAPES (steady,burst), VIDEOGEN_SCALE_IDLE_S (60), VIDEOGEN_SCALE_PYSPY (a py-spy
+binary: a speedscope profile of each operator in pytest's tmp_path).
+
+The bench's own client stays cheap, so that it measures the operator rather than itself: plain
+JSON watches (no model objects), and steady creates sent open loop (each at its time, whatever
+the answers' latency) from 32 threads with a pooled connection each.
 Every time is the bench's own watch seeing the change (one clock for all). The figures:
 - create_to_job: a resource's ADDED to its Job's ADDED;
 - burst_last_job_s: from the end of the one `kubectl create` to the last Job's ADDED;
-- status_current: from the change that decides the status (the Job's Complete condition, after its
-  pod Succeeded) to the resource's status saying Succeeded: the operator's own latency, apart
-  from the controller-manager's (which paces pod creation at its client rate);
+- status_current: for each change of a resource's children that changes its status (its Job
+  created: Pending/Starting; the pod Running: Running/Generating; the pod Succeeded:
+  Running/Finishing; the Job Complete: Succeeded), from the bench seeing the change to it seeing
+  the first status that reflects it or a later one; p50/p95/max over all of them, and p95 by
+  change. The operator's own latency, apart from the controller-manager's (which paces pod
+  creation and Job completion at its client rate);
 - api_requests_per_resource: requests the operator made (every one, watches included, counted by
   the API server's flow control under a FlowSchema of its own) from the first create until all
   resources succeeded, per resource; idle_api_requests_per_minute: the same over a minute after;
-- operator_peak_rss_mib: the operator process' VmHWM.
+- operator_peak_rss_mib: the operator process' VmHWM; operator_cpu_s: its user + system CPU
+  seconds from the first create until all resources succeeded.
 Writes bench/results/operator_scale.json.
 """
 

@@ -19,6 +19,7 @@ import urllib3
 
 from videogen_operator import job as jobs
 from videogen_operator import metrics
+from videogen_operator.kubeapi import KubeAPI
 from videogen_operator.models import GROUP, KIND, PLURAL, VERSION, VideoGenerationSpec
 from videogen_operator.progress import ProgressSource
 from videogen_operator.settings import Settings
@@ -40,15 +41,6 @@ def api_message(error: kubernetes.client.ApiException) -> str:
         return json.loads(error.body)["message"]
     except (TypeError, ValueError, KeyError):
         return f"{error.reason}: {error.body}"
-
-
-def read_json(answer) -> dict:
-    """An answer asked for unread (`_preload_content=False`): its JSON as plain dicts, without the
-    client's model objects (which cost more CPU than the request itself)."""
-    try:
-        return json.loads(answer.data)
-    finally:
-        answer.release_conn()
 
 
 # --- what the indexes keep: only the fields the status needs, so that memory stays small ----------
@@ -166,10 +158,7 @@ class Reconciler:
             configuration = kubernetes.client.Configuration.get_default_copy()
             configuration.connection_pool_maxsize = sum(LANES.values())
             api_client = kubernetes.client.ApiClient(configuration)
-        self.api_client = api_client
-        self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
-        self.batch = kubernetes.client.BatchV1Api(self.api_client)
-        self.core = kubernetes.client.CoreV1Api(self.api_client)
+        self.api = KubeAPI(api_client)  # plain JSON: no typed API classes, no model objects
         # The client is synchronous: its calls run in threads, in lanes, so that creating Jobs never
         # waits behind status writes, nor those behind events (which nobody waits for).
         self.lanes = {lane: ThreadPoolExecutor(size, thread_name_prefix=lane) for lane, size in LANES.items()}
@@ -249,13 +238,13 @@ class Reconciler:
                 podless.setdefault(key[0], set()).add(job["metadata"]["uid"])
         for namespace, uids in podless.items():
             try:
-                answer = await self.call("events", self.core.list_namespaced_event, namespace, _preload_content=False,
+                answer = await self.call("events", self.api.list_namespaced_event, namespace,
                                          field_selector="involvedObject.kind=Job,reason=FailedCreate")
             except Exception as e:  # noqa: BLE001 - the next period asks again
                 log.warning("FailedCreate events of %s not listed: %s", namespace, routine(e) or type(e).__name__)
                 continue
             latest: dict[str, tuple[str, str]] = {}
-            for event in read_json(answer).get("items") or []:
+            for event in answer.get("items") or []:
                 uid = event.get("involvedObject", {}).get("uid")
                 stamp = event.get("lastTimestamp") or event.get("eventTime") or event["metadata"].get(
                     "creationTimestamp") or ""
@@ -298,7 +287,7 @@ class Reconciler:
         meta = body["metadata"]
         answer = await self.call(
             "status",
-            self.custom.replace_namespaced_custom_object_status, GROUP, VERSION, key[0], PLURAL, key[1],
+            self.api.replace_namespaced_custom_object_status, GROUP, VERSION, key[0], PLURAL, key[1],
             {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "status": status,
              "metadata": {"name": key[1], "namespace": key[0], "resourceVersion": meta["resourceVersion"]}})
         self.written[key] = (meta["resourceVersion"], trim_videogeneration(answer))
@@ -311,10 +300,10 @@ class Reconciler:
         if action == "create":
             await self.create_job(body)
         elif action == "delete":
-            await self.call("jobs", self.batch.delete_namespaced_job, name, key[0],
+            await self.call("jobs", self.api.delete_namespaced_job, name, key[0],
                             propagation_policy="Background")
         else:
-            await self.call("jobs", self.batch.patch_namespaced_job, name, key[0],
+            await self.call("jobs", self.api.patch_namespaced_job, name, key[0],
                             {"spec": {"suspend": action == "suspend"}})
 
     async def create_job(self, body: dict) -> None:
@@ -323,8 +312,7 @@ class Reconciler:
         spec, request = jobs.parse_spec(body, self.settings)
         manifest = jobs.build_job(body, spec, request, self.settings)
         try:
-            answer = await self.call("jobs", self.batch.create_namespaced_job, meta["namespace"], manifest,
-                                     _preload_content=False)
+            created = await self.call("jobs", self.api.create_namespaced_job, meta["namespace"], manifest)
         except kubernetes.client.ApiException as e:
             if e.status in (400, 422):
                 self.refused[meta["uid"]] = f"the Job was refused: {api_message(e)}"[:1000]
@@ -333,7 +321,7 @@ class Reconciler:
                 raise
             # Ours and not yet watched, or an earlier resource's still being deleted: its deletion nudges.
             return
-        self.created[meta["uid"]] = trim_job(read_json(answer))
+        self.created[meta["uid"]] = trim_job(created)
         metrics.JOBS_CREATED.inc()
         self.event(body, "Normal", "JobCreated", f"created Job {manifest['metadata']['name']}")
 
@@ -363,7 +351,7 @@ class Reconciler:
 
         def post():
             try:
-                self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False).release_conn()
+                self.api.create_namespaced_event(meta["namespace"], event)
             except Exception as e:  # noqa: BLE001 - an event is best effort
                 log.warning("event %s of %s/%s not posted: %s", reason, meta["namespace"], meta["name"],
                             getattr(e, "reason", None) or type(e).__name__)
