@@ -13,13 +13,14 @@ import os
 import random
 import signal
 import sys
+import time
 import uuid
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from videogen_runner.errors import InvalidRequest, OutOfGpuMemory, RunnerError, Terminated
-from videogen_runner.model_folder import infer_preset
+from videogen_runner.model_folder import infer_preset, read_ahead
 from videogen_runner.presets import PRESETS
 from videogen_runner.progress import ProgressReporter
 from videogen_runner.request import TASK_ID, GenerationRequest, Reporting, describe
@@ -157,10 +158,16 @@ def main(argv: list[str] | None = None) -> int:
         except ValidationError as e:
             raise InvalidRequest(f"invalid request: {describe(e)}") from None
 
-        # 2. The generation (imports torch and diffusers). Several GPUs: one process each, this
-        #    one only launches them and passes rank 0's exit code on.
+        # 2. The generation (imports torch and diffusers, while the weights are read ahead).
+        #    Several GPUs: one process each, this one only launches them and passes rank 0's exit
+        #    code on.
+        if "RANK" not in os.environ:  # the ranks of several GPUs find the launcher's read in the page cache
+            read_ahead(request)
+        imports_started = time.perf_counter()
         from videogen_runner import parallel
         from videogen_runner.generate import run
+
+        timings = Timings(imports=round(time.perf_counter() - imports_started, 3))
 
         if parallel.world_size() == 1 and (processes := parallel.processes_for(request)) > 1:
             # Every rank must draw the same noise: the seed is fixed here when the request has none
@@ -171,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if not parallel.is_main():  # only rank 0 reports progress
                 reporter = ProgressReporter(request.task_id, Reporting())
-            result = run(request, reporter)
+            result = run(request, reporter, timings)
     except RunnerError as e:
         result = failure(task_id, e, e)
     except Exception as e:  # noqa: BLE001 - every failure must end with a result

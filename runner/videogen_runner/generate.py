@@ -17,9 +17,9 @@ from videogen_runner.request import GenerationRequest
 from videogen_runner.result import RunResult, Timings, VideoOutput
 
 
-def run(request: GenerationRequest, reporter: ProgressReporter) -> RunResult:
+def run(request: GenerationRequest, reporter: ProgressReporter, timings: Timings | None = None) -> RunResult:
     started = time.perf_counter()
-    timings = Timings()
+    timings = timings or Timings()
     try:
         return generate(request, reporter, timings, started)
     except Exception as error:
@@ -58,7 +58,8 @@ def generate(request: GenerationRequest, reporter: ProgressReporter, timings: Ti
                                     request.checkpoints.every_seconds) if store and main else None
     try:
         frames = pipeline.generate_frames(loaded, request, seed, image, timings, reporter.stage, reporter.step,
-                                          resume=resume, on_state=saver.offer if saver else no_state)
+                                          resume=resume, on_state=saver.offer if saver else no_state,
+                                          release_text_encoder=True)  # one video per process
     except BaseException:  # a stop (SIGTERM) or a failure: what was denoised is saved for the next attempt
         if saver:
             saver.save_latest()

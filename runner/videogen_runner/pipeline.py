@@ -7,6 +7,7 @@ functions on full-size random-weight models, so what it measures is what pods ru
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,7 @@ from diffusers import AutoencoderKLWan, WanImageToVideoPipeline, WanPipeline
 from diffusers.hooks import FirstBlockCacheConfig, TaylorSeerCacheConfig
 from PIL import Image
 
-from videogen_runner import attention, parallel, sampling, vae_decode
+from videogen_runner import attention, background_load, parallel, sampling, vae_decode
 from videogen_runner.errors import InvalidRequest
 from videogen_runner.request import GenerationRequest
 from videogen_runner.result import Timings
@@ -32,6 +33,8 @@ class LoadedPipeline:
     pipe: WanPipeline | WanImageToVideoPipeline
     device: torch.device
     attention_backend: str
+    # A14B in one process: the low-noise expert, still loading while the high-noise one denoises.
+    low_noise_expert: Future | None = None
 
 
 def pipeline_class(request: GenerationRequest) -> type:
@@ -60,8 +63,25 @@ def load(request: GenerationRequest) -> LoadedPipeline:
                                            device_map=None if device_map == "balanced" else device_map)
     if device_map == "balanced":
         vae.to(device)  # not part of the balanced map: decode on the first GPU, not the CPU
-    pipe = pipeline_class(request).from_pretrained(path, vae=vae, dtype=dtype, device_map=device_map)
-    return configure(pipe, request, device)
+    # The A14B models use their low-noise expert only after the boundary timestep: its weights are
+    # read in the background while the high-noise expert denoises (background_load.py), so the
+    # first step waits for one expert's weights instead of two.
+    later = defers_low_noise_expert(request, device_map)
+    pipe = pipeline_class(request).from_pretrained(path, vae=vae, dtype=dtype, device_map=device_map,
+                                                   **({"transformer_2": None} if later else {}))
+    loaded = configure(pipe, request, device)
+    if later:
+        loaded.low_noise_expert = background_load.start(path, "transformer_2", dtype, device)
+    return loaded
+
+
+def defers_low_noise_expert(request: GenerationRequest, device_map: str | None) -> bool:
+    """One device, no offload, and no LoRA for the low-noise expert (those load into the pipeline)."""
+    from videogen_runner.presets import PRESETS
+
+    return (request.acceleration.overlap_load and PRESETS[request.model.preset].two_experts
+            and device_map in ("cuda", "cpu") and parallel.world_size() == 1
+            and not any(lora.experts in ("both", "low_noise") for lora in request.loras))
 
 
 def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedPipeline:
@@ -99,12 +119,23 @@ def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedP
         else:
             pipe.enable_sequential_cpu_offload(device=device)
 
-    # 5. Attention: the fastest backend verified to run here.
-    processes = parallel.world_size()
+    # 5.-8. The transformers: attention, step cache, FP8, compilation.
     backend = attention.choose(acceleration.attention_backend, device, pipe.transformer.dtype,
-                               pipe.transformer.config.attention_head_dim, processes > 1)
+                               pipe.transformer.config.attention_head_dim, parallel.world_size() > 1)
     experts = (pipe.transformer, getattr(pipe, "transformer_2", None))
     transformers = list({id(t): t for t in experts if t is not None}.values())
+    accelerate_transformers(transformers, request, device, backend)
+    log.info("configured %s on %s: attention %s, compile %s", request.model.preset, device, backend,
+             acceleration.compile and device.type == "cuda")
+    return LoadedPipeline(pipe=pipe, device=device, attention_backend=backend)
+
+
+def accelerate_transformers(transformers: list, request: GenerationRequest, device: torch.device,
+                            backend: str) -> None:
+    """What each transformer gets, whether loaded with the pipeline or later (the low-noise expert)."""
+    acceleration = request.acceleration
+    # 5. Attention: the fastest backend verified to run here.
+    processes = parallel.world_size()
     for transformer in transformers:
         transformer.set_attention_backend(backend)
     if processes > 1:  # each process attends over its share of the heads (Ulysses)
@@ -134,9 +165,6 @@ def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedP
     if acceleration.compile and device.type == "cuda":
         for transformer in transformers:  # a step cache's hooks break the graph on purpose
             transformer.compile_repeated_blocks(fullgraph=acceleration.step_cache == "none")
-    log.info("configured %s on %s: attention %s, compile %s", request.model.preset, device, backend,
-             acceleration.compile and device.type == "cuda")
-    return LoadedPipeline(pipe=pipe, device=device, attention_backend=backend)
 
 
 def load_loras(pipe, request: GenerationRequest) -> None:
@@ -175,7 +203,7 @@ def latents_shape(loaded: LoadedPipeline, request: GenerationRequest) -> tuple[i
 
 def expert_of(pipe, timestep) -> str:
     """Which transformer denoises at `timestep` (the A14B models switch at their boundary)."""
-    if pipe.config.boundary_ratio is None or getattr(pipe, "transformer_2", None) is None:
+    if pipe.config.boundary_ratio is None:
         return "transformer"
     boundary = pipe.config.boundary_ratio * pipe.scheduler.config.num_train_timesteps
     return "high_noise" if timestep >= boundary else "low_noise"
@@ -191,10 +219,13 @@ def generate_frames(
     on_step: Callable[[int, int], None] = lambda step, total: None,
     resume: "Checkpoint | None" = None,
     on_state: Callable[[int, torch.Tensor, dict, str], None] = lambda steps_done, latents, solver, expert: None,
+    release_text_encoder: bool = False,
 ) -> torch.Tensor:
     """Text → latents → frames: float (frames, H, W, 3) in [0, 1], left on the pipeline's device.
     Fills the encode/denoise/decode timings. From a checkpoint, denoising starts after its step
-    with its latents and solver state; after each step, `on_state` gets what a checkpoint needs."""
+    with its latents and solver state; after each step, `on_state` gets what a checkpoint needs.
+    A process that makes one video releases the text encoder (11 GB for UMT5-XXL) once the prompt
+    is encoded."""
     pipe = loaded.pipe
     sync = torch.cuda.synchronize if loaded.device.type == "cuda" else (lambda: None)
 
@@ -211,6 +242,10 @@ def generate_frames(
         )
     sync()
     timings.encode = round(time.perf_counter() - started, 3)
+    if release_text_encoder:
+        pipe.text_encoder = None
+        if loaded.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     # 2. Denoise, then decode with the VAE (the pipeline's last act). The step callback
     #    reports progress, hands over the state for checkpoints, and marks where decoding starts.
@@ -221,11 +256,18 @@ def generate_frames(
     if resume:
         pipe.scheduler.resume_after(resume.steps_done, resume.solver)
 
+    step_started = [started]
+
     def on_step_end(_pipe, i, t, callback_kwargs):
         sync()
         steps_done = done_before + i + 1
+        if i == 0:
+            timings.first_step = round(time.perf_counter() - step_started[0], 3)
         if steps_done < request.steps:  # before the report: once a step shows, a stop saves it
             on_state(steps_done, callback_kwargs["latents"], pipe.scheduler.state(), expert_of(pipe, t))
+            upcoming = pipe.scheduler.timesteps[i + 1]
+            if loaded.low_noise_expert is not None and expert_of(pipe, upcoming) == "low_noise":
+                take_low_noise_expert(loaded, request, timings)
         on_step(steps_done, request.steps)
         if steps_done == request.steps:
             decode_started.append(time.perf_counter())
@@ -251,9 +293,24 @@ def generate_frames(
         call["image"] = image
     if resume:
         call["latents"] = resume.latents
+    if loaded.low_noise_expert is not None and resume:  # its first step may be past the boundary
+        take_low_noise_expert(loaded, request, timings)
+    step_started[0] = time.perf_counter()
     with torch.inference_mode():
         frames = pipe(**call).frames[0].permute(0, 2, 3, 1)  # one video: (frames, 3, H, W) → (frames, H, W, 3)
     sync()
     timings.denoise = round(decode_started[0] - started, 3)
     timings.decode = round(time.perf_counter() - decode_started[0], 3)
     return frames
+
+
+def take_low_noise_expert(loaded: LoadedPipeline, request: GenerationRequest, timings: Timings) -> None:
+    """Puts the background-loaded low-noise expert into the pipeline before its first step, with
+    what configure() gave the high-noise one, waiting for its weights if they are still being
+    read (the wait is timed)."""
+    started = time.perf_counter()
+    expert = loaded.low_noise_expert.result()
+    loaded.low_noise_expert = None
+    accelerate_transformers([expert], request, loaded.device, loaded.attention_backend)
+    loaded.pipe.transformer_2 = expert
+    timings.expert_wait = round(time.perf_counter() - started, 3)

@@ -110,6 +110,7 @@ class ProgressReporter:
         self._step: dict = {}  # the latest denoising step, kept through the later stages
 
     def stage(self, stage: Stage) -> None:
+        log.info("stage: %s", stage)  # the pod's log shows progress too, Redis or not
         if stage == "denoising":
             self._denoise_started = self.clock()
         self._send(stage=stage, percent=STAGE_PERCENT[stage], **self._step)
@@ -120,6 +121,7 @@ class ProgressReporter:
         eta = elapsed / step * (total - step) if step else None
         percent = STAGE_PERCENT["denoising"] + 90 * step / total
         self._step = {"step": step, "total_steps": total}
+        log.info("step %d/%d", step, total)
         self._send(stage="denoising", percent=round(percent, 1), eta_seconds=round(eta, 1) if eta is not None else None,
                    **self._step)
 

@@ -189,6 +189,10 @@ class Acceleration(Strict):
     fast_vae: bool = Field(
         default=True, description="VAE decode with fused kernels and implicit padding, same arithmetic (GPU).",
     )
+    overlap_load: bool = Field(
+        default=True, description="Read the weights into the page cache while torch imports, and load the A14B "
+        "low-noise expert while the high-noise one denoises (same result, earlier first step).",
+    )
     processes: int | None = Field(
         default=None, ge=1, le=16,
         description="Processes (GPUs) for this one video, splitting its tokens (Ulysses); default: one per GPU.",

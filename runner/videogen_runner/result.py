@@ -25,8 +25,11 @@ class VideoOutput(BaseModel):
 class Timings(BaseModel):
     """Seconds spent in each stage."""
 
+    imports: float = Field(default=0.0, description="Importing torch and diffusers (weights are read meanwhile).")
     load: float = Field(default=0.0, description="Loading the model onto its devices.")
     encode: float = Field(default=0.0, description="Encoding the prompt (and the image).")
+    first_step: float = Field(default=0.0, description="The first denoising step (compilation or its cache included).")
+    expert_wait: float = Field(default=0.0, description="A14B: waiting for the low-noise expert's background load.")
     denoise: float = Field(default=0.0, description="The denoising loop.")
     decode: float = Field(default=0.0, description="Decoding the latents with the VAE.")
     export: float = Field(default=0.0, description="Writing the MP4.")

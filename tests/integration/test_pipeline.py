@@ -45,6 +45,27 @@ def test_generation_fills_the_stage_timings(tiny_models):
     assert timings.encode > 0 and timings.denoise > 0 and timings.decode > 0
 
 
+def test_the_low_noise_expert_loads_behind_the_first_steps_and_computes_the_same_video(tiny_models):
+    together = frames(request(tiny_models, "t2v-a14b", steps=12, acceleration={"overlap_load": False}))
+    req = request(tiny_models, "t2v-a14b", steps=12)
+    loaded = pipeline.load(req)
+    assert loaded.pipe.transformer_2 is None and loaded.low_noise_expert is not None  # still its own task
+    experts, timings = [], Timings()
+    behind = pipeline.generate_frames(loaded, req, 1, None, timings,
+                                      on_state=lambda steps_done, latents, solver, expert: experts.append(expert))
+    assert experts == ["high_noise"] * 8 + ["low_noise"] * 3  # the steps before the last (shift 12, ratio 0.875)
+    assert loaded.low_noise_expert is None and loaded.pipe.transformer_2 is not None
+    assert loaded.pipe.transformer_2 is not loaded.pipe.transformer
+    torch.testing.assert_close(behind, together, atol=0, rtol=0)
+
+
+def test_a_video_per_process_releases_the_text_encoder_after_encoding(tiny_models):
+    req = request(tiny_models)
+    loaded = pipeline.load(req)
+    pipeline.generate_frames(loaded, req, 1, None, Timings(), release_text_encoder=True)
+    assert loaded.pipe.text_encoder is None
+
+
 @pytest.fixture(scope="module")
 def lora_file(tiny_models, tmp_path_factory):
     """A LoRA with random (non-zero) weights for the tiny transformers, saved as diffusers does."""
@@ -67,8 +88,10 @@ def test_lora_changes_the_video_and_weight_zero_does_not(tiny_models, lora_file)
 @pytest.mark.parametrize("experts, high, low", [("both", True, True), ("high_noise", True, False),
                                                  ("low_noise", False, True)])
 def test_lora_goes_into_the_experts_asked_for(tiny_models, lora_file, experts, high, low):
-    base = pipeline.load(request(tiny_models, "t2v-a14b")).pipe
-    loaded = pipeline.load(request(tiny_models, "t2v-a14b", loras=[{"path": str(lora_file), "experts": experts}]))
+    both_loaded = {"overlap_load": False}  # the low-noise expert in the pipeline from the start
+    base = pipeline.load(request(tiny_models, "t2v-a14b", acceleration=both_loaded)).pipe
+    loaded = pipeline.load(request(tiny_models, "t2v-a14b", acceleration=both_loaded,
+                                   loras=[{"path": str(lora_file), "experts": experts}]))
     query = lambda pipe, expert: getattr(pipe, expert).blocks[0].attn1.to_q.weight  # noqa: E731
     changed = [not torch.equal(query(loaded.pipe, e), query(base, e)) for e in ("transformer", "transformer_2")]
     assert changed == [high, low]
