@@ -9,8 +9,9 @@ own: tensor copies, no global state.
 """
 
 import logging
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 
 import torch
@@ -24,12 +25,19 @@ log = logging.getLogger(__name__)
 
 
 def start(path: str, subfolder: str, dtype: torch.dtype, device: torch.device) -> Future:
-    """Builds the model here and now, and returns the future of it with its weights read."""
+    """Builds the model here and now, and returns the future of it with its weights read. The
+    reading thread is a daemon: a pod stopped meanwhile (SIGTERM) exits without waiting for it."""
     model = empty_model(path, subfolder, dtype, device)
     files = sorted((Path(path) / subfolder).glob("*.safetensors"))
-    pool = ThreadPoolExecutor(1, thread_name_prefix=f"load-{subfolder}")
-    future = pool.submit(fill, model, files, device)
-    pool.shutdown(wait=False)
+    future = Future()
+
+    def read():
+        try:
+            future.set_result(fill(model, files, device))
+        except BaseException as error:  # noqa: BLE001 - whoever takes the result gets it
+            future.set_exception(error)
+
+    threading.Thread(target=read, name=f"load-{subfolder}", daemon=True).start()
     return future
 
 
