@@ -10,9 +10,10 @@ hand (minutes) through pytest, whose fixtures start and stop the control plane:
         -p tests.support.cluster bench/operator_scale.py
 
 (The last run's baseline: 98f4c90, whose handlers import operator/videogen_operator/health.py, a
-file 90d07f0 deleted: restore it with `git show 90d07f0^:<path> > /tmp/vg-baseline/<path>`.) Knobs: VIDEOGEN_SCALE_RESOURCES (1000),
-VIDEOGEN_SCALE_SHAPES (steady,burst), VIDEOGEN_SCALE_IDLE_S (60), VIDEOGEN_SCALE_PYSPY (a py-spy
-binary: a speedscope profile of each operator in pytest's tmp_path).
+file 90d07f0 deleted: restore it with `git show 90d07f0^:<path> > /tmp/vg-baseline/<path>`.)
+Knobs: VIDEOGEN_SCALE_RESOURCES (1000), VIDEOGEN_SCALE_SHAPES (steady,burst),
+VIDEOGEN_SCALE_IDLE_S (60), VIDEOGEN_SCALE_PYSPY (a py-spy binary: a speedscope profile of each
+operator in pytest's tmp_path).
 
 The bench's own client stays cheap, so that it measures the operator rather than itself: plain
 JSON watches (no model objects), and steady creates sent open loop (each at its time, whatever
