@@ -18,6 +18,7 @@ from PIL import Image
 
 from videogen_runner import attention, background_load, parallel, sampling, vae_decode
 from videogen_runner.errors import InvalidRequest
+from videogen_runner.presets import PRESETS
 from videogen_runner.request import GenerationRequest
 from videogen_runner.result import Timings
 
@@ -77,8 +78,6 @@ def load(request: GenerationRequest) -> LoadedPipeline:
 
 def defers_low_noise_expert(request: GenerationRequest, device_map: str | None) -> bool:
     """One device, no offload, and no LoRA for the low-noise expert (those load into the pipeline)."""
-    from videogen_runner.presets import PRESETS
-
     return (request.acceleration.overlap_load and PRESETS[request.model.preset].two_experts
             and device_map in ("cuda", "cpu") and parallel.world_size() == 1
             and not any(lora.experts in ("both", "low_noise") for lora in request.loras))
@@ -265,8 +264,7 @@ def generate_frames(
             timings.first_step = round(time.perf_counter() - step_started[0], 3)
         if steps_done < request.steps:  # before the report: once a step shows, a stop saves it
             on_state(steps_done, callback_kwargs["latents"], pipe.scheduler.state(), expert_of(pipe, t))
-            upcoming = pipe.scheduler.timesteps[i + 1]
-            if loaded.low_noise_expert is not None and expert_of(pipe, upcoming) == "low_noise":
+            if loaded.low_noise_expert is not None and expert_of(pipe, pipe.scheduler.timesteps[i + 1]) == "low_noise":
                 take_low_noise_expert(loaded, request, timings)
         on_step(steps_done, request.steps)
         if steps_done == request.steps:
