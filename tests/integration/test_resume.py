@@ -29,15 +29,27 @@ def resumable(family, tiny_models, s3, redis_server, tmp_path, task_id, **overri
 
 
 def stop_after_step(request, tmp_path, redis_client, step: int):
-    """Runs the runner until Redis says it finished `step`, then SIGTERMs it, as the kubelet does."""
+    """Runs the runner until it has finished `step`, then SIGTERMs it, as the kubelet does.
+
+    A tiny model's last steps take milliseconds, so a stop that comes late would find the video
+    done. Once Redis shows step `step - 1`, writes to Redis are paused: the runner then waits in
+    its report of the next step (its Redis timeout is 2 s), after that step's state was offered
+    for the checkpoint, and the SIGTERM finds it there."""
     key = f"videogen:task:{request['task_id']}"
     redis_client.delete(key)  # no step of an earlier process
     process = start_runner(request, tmp_path)
     deadline = time.monotonic() + 240
-    while int(redis_client.hget(key, "step") or 0) < step:
+    while int(redis_client.hget(key, "step") or 0) < step - 1:
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         time.sleep(0.01)
-    process.send_signal(signal.SIGTERM)
+    redis_client.execute_command("CLIENT", "PAUSE", 60_000, "WRITE")
+    try:
+        while redis_client.info("clients")["blocked_clients"] < 1:  # the runner, reporting `step`
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.005)
+        process.send_signal(signal.SIGTERM)
+    finally:
+        redis_client.execute_command("CLIENT", "UNPAUSE")
     _, stderr = process.communicate(timeout=120)
     result = json.loads((tmp_path / "termination-log").read_text())
     return process.returncode, result, stderr
