@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import wan_bench  # noqa: E402
 
-from videogen_runner import export, tiny  # noqa: E402  (on the path through wan_bench)
+from videogen_runner import export, model_folder, tiny  # noqa: E402  (on the path through wan_bench)
 
 RUNNER = Path(__file__).resolve().parents[1] / "runner"
 DISTILLED = dict(steps=4, guidance_scale=1.0, guidance_scale_2=1.0, flow_shift=5.0, sampler="euler")
@@ -75,11 +75,7 @@ def disk_read_rate(folder: Path) -> dict:
     part = max((p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()), key=size_of)
     size = wan_bench.evict(part)
     started = time.perf_counter()
-    chunk = bytearray(64 << 20)
-    for path in sorted(part.rglob("*.safetensors")):
-        with open(path, "rb", buffering=0) as f:
-            while f.readinto(chunk):
-                pass
+    model_folder.read_files(sorted(part.rglob("*.safetensors")))  # the runner's own read-ahead
     seconds = time.perf_counter() - started
     return {"part": part.name, "gib": round(size / 2**30, 2), "seconds": round(seconds, 2),
             "gib_per_s": round(size / 2**30 / seconds, 2)}
@@ -100,7 +96,6 @@ def request_for(model: str, folder: Path, out: Path, name: str, distilled: bool,
 
 def run_command(name: str, request: dict, folder: Path, out: Path, cache: Path) -> dict:
     """One new process of the runner's command; its log read line by line as it comes."""
-    wan_bench.evict(folder.resolve())
     for part in folder.iterdir():  # the parts behind links too (what is on a tmpfs stays cached)
         wan_bench.evict(part.resolve())
     request_file = out / f"{name}.request.json"

@@ -232,8 +232,8 @@ class Reconciler:
         such events per namespace that has one of these Jobs, on the periodic pass only."""
         podless: dict[str, set[str]] = {}
         for key in self.unfinished():
-            found = list(self.indexes["videogenerations"].get(key, []))
-            job = self.job(key, found[0]["metadata"]["uid"]) if found else None
+            body = self.resource(key)
+            job = self.job(key, body["metadata"]["uid"]) if body else None
             if job is not None and not job["spec"].get("suspend") and not self.pods(key, job) and self.leading(key[0]):
                 podless.setdefault(key[0], set()).add(job["metadata"]["uid"])
         for namespace, uids in podless.items():
