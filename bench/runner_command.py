@@ -117,7 +117,7 @@ def run_command(name: str, request: dict, folder: Path, out: Path, cache: Path) 
             log.write(f"{now:8.2f} {line}")
             lines.append(line)
             for mark in ("stage: loading", "stage: encoding", "stage: denoising", "step 1/", "stage: decoding",
-                         "stage: exporting", "low-noise expert loaded"):
+                         "stage: exporting", "transformer loaded", "transformer_2 loaded", "configured "):
                 if mark in line and mark not in marks:
                     marks[mark] = round(now, 2)
                     if mark == "stage: denoising":
@@ -220,13 +220,13 @@ def main() -> int:
         (args.out / f"runner_command_{args.model}{suffix}.json").write_text(json.dumps(result, indent=1))
     print(f"\n{args.model} on {result['device']}, disk {result['disk_read']['gib_per_s']} GiB/s, "
           f"matmul {result['matmul_tflops']} TFLOP/s")
-    print("| run | exit | to first step | imports | load | encode | first step | expert wait | denoise | decode | "
+    print("| run | exit | to first step | imports | load | encode | first step | weights wait | denoise | decode | "
           "export | wall | MP4 as requested | same MP4 as the first |")
     first = (result["runs"][0].get("mp4") or {}).get("sha256") if result["runs"] else None
     for r in result["runs"]:
         t = r["timings"] or {}
         print(f"| {r['run']} | {r['exit_code']} | {r['to_first_step_s']} | {t.get('imports')} | {t.get('load')} | "
-              f"{t.get('encode')} | {t.get('first_step')} | {t.get('expert_wait')} | {t.get('denoise')} | "
+              f"{t.get('encode')} | {t.get('first_step')} | {t.get('weights_wait')} | {t.get('denoise')} | "
               f"{t.get('decode')} | {t.get('export')} | {r['wall_s']} | {(r.get('mp4') or {}).get('as_requested')} | "
               f"{(r.get('mp4') or {}).get('sha256') == first} |")
     return 0

@@ -1,44 +1,113 @@
-"""Loading the A14B low-noise expert while the high-noise expert denoises.
+"""The transformers' weights, read from disk behind the work that does not need them yet.
+
+One thread reads the transformers in the order denoising uses them: while it reads, the main
+thread loads the text encoder and the VAE, encodes the prompt, and (A14B) the high-noise expert
+denoises the first steps while the low-noise one is still being read. Each transformer's first
+forward waits for its own weights.
 
 Only the weights' bytes may move in the background. diffusers' `from_pretrained` sets torch's
 process-wide default dtype while it builds a model, which changes what a denoising step that runs
-meanwhile computes (seen on the GPU: another video from the same seed). So the model is built in
-the calling thread, with its parameters allocated on the device in the dtypes `from_pretrained`
-gives them, and a background thread only copies the safetensors into them on a CUDA stream of its
-own: tensor copies, no global state.
+meanwhile computes (seen on the GPU: another video from the same seed). So the models are built in
+the calling thread, with their parameters allocated on the device in the dtypes `from_pretrained`
+gives them, and the thread only copies the files' tensors into them: tensor copies, no global
+state. It reads each file with plain reads into two pinned buffers in turn and copies from them on
+a CUDA stream of its own (the copies of one buffer overlap the reading of the other): no page
+faults on a memory-mapped file and no copies from pageable memory, which slowed the main thread's
+kernels by half when the weights came through safetensors' memory map.
 """
 
+import json
 import logging
+import os
 import threading
 import time
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from accelerate import init_empty_weights
 from diffusers import WanTransformer3DModel
-from safetensors import safe_open
 
 from videogen_runner.errors import ModelNotFound
 
 log = logging.getLogger(__name__)
+BUFFER_BYTES = 256 << 20
+# The safetensors format (github.com/huggingface/safetensors): an 8-byte little-endian header
+# length, a JSON header naming each tensor's dtype, shape and byte range, then the bytes.
+DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
+          "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+          "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
 
 
-def start(path: str, subfolder: str, dtype: torch.dtype, device: torch.device) -> Future:
-    """Builds the model here and now, and returns the future of it with its weights read. The
-    reading thread is a daemon: a pod stopped meanwhile (SIGTERM) exits without waiting for it."""
-    model = empty_model(path, subfolder, dtype, device)
-    files = sorted((Path(path) / subfolder).glob("*.safetensors"))
-    future = Future()
+@dataclass(frozen=True)
+class Stored:
+    """One tensor of a safetensors file: where its bytes are."""
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    begin: int  # from the start of the file
+    end: int
+
+
+class WaitForWeights:
+    """A forward pre-hook: the model's first forward waits until its weights are in (or raises
+    what reading them failed with); `waited` is how long it waited."""
+
+    NONE = SimpleNamespace(waited=0.0)  # a model loaded otherwise
+
+    def __init__(self, model: torch.nn.Module, future: Future):
+        self.future, self.waited = future, 0.0
+        self.handle = model.register_forward_pre_hook(self)
+
+    def __call__(self, module, args):
+        self.wait()
+
+    def wait(self) -> None:
+        if self.future is None:
+            return
+        started = time.perf_counter()
+        self.future.result()
+        self.waited = time.perf_counter() - started
+        self.future = None
+        self.handle.remove()
+
+
+def start(path: str, subfolders: list[str], dtype: torch.dtype,
+          device: torch.device) -> dict[str, WanTransformer3DModel]:
+    """Builds the transformers of `subfolders` here and now, and returns them while one daemon thread
+    reads their weights in that order (a pod stopped meanwhile exits without waiting for it)."""
+    models = {subfolder: empty_model(path, subfolder, dtype, device) for subfolder in subfolders}
+    futures = {subfolder: Future() for subfolder in subfolders}
+    for subfolder, model in models.items():
+        model._videogen_weights = WaitForWeights(model, futures[subfolder])
 
     def read():
-        try:
-            future.set_result(fill(model, files, device))
-        except BaseException as error:  # noqa: BLE001 - whoever takes the result gets it
-            future.set_exception(error)
+        for subfolder, model in models.items():
+            files = sorted((Path(path) / subfolder).glob("*.safetensors"))
+            try:
+                futures[subfolder].set_result(fill(model, files, device))
+            except BaseException as error:  # noqa: BLE001 - whoever waits for it gets it
+                for future in futures.values():
+                    if not future.done():
+                        future.set_exception(error)
+                return
 
-    threading.Thread(target=read, name=f"load-{subfolder}", daemon=True).start()
-    return future
+    threading.Thread(target=read, name="load-transformers", daemon=True).start()
+    return models
+
+
+def wait(model: torch.nn.Module) -> None:
+    """Blocks until the model's weights are in, if they are being read."""
+    weights = getattr(model, "_videogen_weights", None)
+    if weights is not None:
+        weights.wait()
+
+
+def waited(models: list[torch.nn.Module | None]) -> float:
+    """Seconds the models' first forwards (or wait()) spent waiting for their weights."""
+    return sum(getattr(model, "_videogen_weights", WaitForWeights.NONE).waited for model in models)
 
 
 def empty_model(path: str, subfolder: str, dtype: torch.dtype, device: torch.device) -> WanTransformer3DModel:
@@ -67,20 +136,32 @@ def empty_model(path: str, subfolder: str, dtype: torch.dtype, device: torch.dev
 
 
 def fill(model: torch.nn.Module, files: list[Path], device: torch.device) -> torch.nn.Module:
-    """Copies every tensor of `files` into `model`, on a stream of its own (its copies overlap the
-    denoising kernels); fails naming what is missing or unexpected."""
+    """Copies every tensor of `files` into `model` (converting dtypes where the file's differ);
+    fails naming what is missing, unexpected, misshapen or cut short."""
     started = time.perf_counter()
     targets = dict(model.named_parameters()) | dict(model.named_buffers())
-    stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-    read = set()
+    layouts = {file: stored_tensors(file) for file in files}
+    largest = max((t.end - t.begin for tensors in layouts.values() for t in tensors), default=0)
+    on_gpu = device.type == "cuda"
+    buffers = [torch.empty(max(BUFFER_BYTES, largest), dtype=torch.uint8, pin_memory=on_gpu) for _ in range(2)]
+    copied = [None, None]  # the event after each buffer's last copies, before it is read into again
+    stream = torch.cuda.Stream(device) if on_gpu else None
+    read, turn = set(), 0
     with torch.no_grad(), torch.cuda.stream(stream):  # no stream (the CPU): as it is
-        for file in files:
-            with safe_open(file, framework="pt", device="cpu") as tensors:
-                for key in tensors.keys():  # noqa: SIM118 - safe_open has no iterator
-                    if key not in targets:
-                        raise ModelNotFound(f"model.path: {file} holds {key}, which the model does not have")
-                    targets[key].copy_(tensors.get_tensor(key))
-                    read.add(key)
+        for file, tensors in layouts.items():
+            with open(file, "rb", buffering=0) as f:
+                for batch in batches(tensors, len(buffers[0])):
+                    buffer = buffers[turn]
+                    if copied[turn] is not None:
+                        copied[turn].synchronize()
+                    first = batch[0].begin
+                    read_exactly(f, buffer[: batch[-1].end - first], first, file)
+                    for stored in batch:
+                        target_for(targets, stored, file).copy_(
+                            as_tensor(buffer[stored.begin - first: stored.end - first], stored), non_blocking=on_gpu)
+                        read.add(stored.name)
+                    copied[turn] = stream.record_event() if on_gpu else None
+                    turn = 1 - turn
     if stream is not None:
         stream.synchronize()
     missing = set(dict(model.named_parameters())) - read
@@ -89,3 +170,57 @@ def fill(model: torch.nn.Module, files: list[Path], device: torch.device) -> tor
                             f"{len(missing)} weights, e.g. {sorted(missing)[0]}")
     log.info("%s loaded in the background in %.1f s", files[0].parent.name, time.perf_counter() - started)
     return model
+
+
+def target_for(targets: dict[str, torch.Tensor], stored: Stored, file: Path) -> torch.Tensor:
+    """The model's tensor that a stored one fills, or why there is none."""
+    target = targets.get(stored.name)
+    if target is None:
+        raise ModelNotFound(f"model.path: {file} holds {stored.name}, which the model does not have")
+    if tuple(target.shape) != stored.shape:
+        raise ModelNotFound(f"model.path: {file} holds {stored.name} of shape {list(stored.shape)}, "
+                            f"the model's is {list(target.shape)}")
+    return target
+
+
+def stored_tensors(file: Path) -> list[Stored]:
+    """The tensors of a safetensors file, in the order of their bytes."""
+    try:
+        with open(file, "rb") as f:
+            length = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(length))
+        header.pop("__metadata__", None)
+        data = 8 + length
+        tensors = [Stored(name, DTYPES[info["dtype"]], tuple(info["shape"]), data + info["data_offsets"][0],
+                          data + info["data_offsets"][1]) for name, info in header.items()]
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        raise ModelNotFound(f"model.path: {file} is not a readable safetensors file: {e!r}") from e
+    return sorted(tensors, key=lambda t: t.begin)
+
+
+def batches(tensors: list[Stored], size: int) -> list[list[Stored]]:
+    """Runs of consecutive tensors whose bytes fit in one buffer of `size` bytes."""
+    runs: list[list[Stored]] = []
+    for stored in tensors:
+        if runs and stored.end - runs[-1][0].begin <= size:
+            runs[-1].append(stored)
+        else:
+            runs.append([stored])
+    return runs
+
+
+def read_exactly(f, buffer: torch.Tensor, offset: int, file: Path) -> None:
+    """Reads len(buffer) bytes at `offset` (the read releases the GIL: the main thread runs on)."""
+    view, done = memoryview(buffer.numpy()), 0
+    while done < len(view):
+        got = os.preadv(f.fileno(), [view[done:]], offset + done)
+        if got == 0:
+            raise ModelNotFound(f"model.path: {file} ends at byte {offset + done}, before its tensors' end")
+        done += got
+
+
+def as_tensor(raw: torch.Tensor, stored: Stored) -> torch.Tensor:
+    """The bytes as the stored tensor; copied first when they are not aligned for its dtype."""
+    if raw.storage_offset() % stored.dtype.itemsize:
+        raw = raw.clone()
+    return raw.view(stored.dtype).view(stored.shape)

@@ -7,7 +7,6 @@ functions on full-size random-weight models, so what it measures is what pods ru
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -34,8 +33,6 @@ class LoadedPipeline:
     pipe: WanPipeline | WanImageToVideoPipeline
     device: torch.device
     attention_backend: str
-    # A14B in one process: the low-noise expert, still loading while the high-noise one denoises.
-    low_noise_expert: Future | None = None
 
 
 def pipeline_class(request: GenerationRequest) -> type:
@@ -60,27 +57,19 @@ def load(request: GenerationRequest) -> LoadedPipeline:
         device_map = "balanced"
     else:
         device_map = device.type
+    # One device, one process, no offload: the transformers are read in the background, in the
+    # order denoising uses them, while the VAE and text encoder load, the prompt is encoded and
+    # (A14B) the high-noise expert denoises the first steps (background_load.py).
+    own = request.acceleration.overlap_load and device_map in ("cuda", "cpu") and parallel.world_size() == 1
+    experts = ["transformer", "transformer_2"] if PRESETS[request.model.preset].two_experts else ["transformer"]
+    transformers = background_load.start(path, experts, dtype, device) if own else {}
     vae = AutoencoderKLWan.from_pretrained(path, subfolder="vae", dtype=torch.float32,
                                            device_map=None if device_map == "balanced" else device_map)
     if device_map == "balanced":
         vae.to(device)  # not part of the balanced map: decode on the first GPU, not the CPU
-    # The A14B models use their low-noise expert only after the boundary timestep: its weights are
-    # read in the background while the high-noise expert denoises (background_load.py), so the
-    # first step waits for one expert's weights instead of two.
-    later = defers_low_noise_expert(request, device_map)
     pipe = pipeline_class(request).from_pretrained(path, vae=vae, dtype=dtype, device_map=device_map,
-                                                   **({"transformer_2": None} if later else {}))
-    loaded = configure(pipe, request, device)
-    if later:
-        loaded.low_noise_expert = background_load.start(path, "transformer_2", dtype, device)
-    return loaded
-
-
-def defers_low_noise_expert(request: GenerationRequest, device_map: str | None) -> bool:
-    """One device, no offload, and no LoRA for the low-noise expert (those load into the pipeline)."""
-    return (request.acceleration.overlap_load and PRESETS[request.model.preset].two_experts
-            and device_map in ("cuda", "cpu") and parallel.world_size() == 1
-            and not any(lora.experts in ("both", "low_noise") for lora in request.loras))
+                                                   **transformers)
+    return configure(pipe, request, device)
 
 
 def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedPipeline:
@@ -106,7 +95,13 @@ def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedP
     # 4. Placement and LoRAs (into one or both experts). Without offload, everything goes to the
     #    device first (unless already spread), so that LoRAs are merged there rather than on the
     #    CPU (a rank of several GPUs loads to the CPU); offload hooks instead must see the merged
-    #    weights, so they come after the LoRAs.
+    #    weights, so they come after the LoRAs. LoRAs merge into weights: those still being read
+    #    in the background are waited for.
+    experts = (pipe.transformer, getattr(pipe, "transformer_2", None))
+    transformers = list({id(t): t for t in experts if t is not None}.values())
+    if request.loras:
+        for transformer in transformers:
+            background_load.wait(transformer)
     if acceleration.offload == "none":
         if getattr(pipe, "hf_device_map", None) is None:
             pipe.to(device)
@@ -121,8 +116,6 @@ def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedP
     # 5.-8. The transformers: attention, step cache, FP8, compilation.
     backend = attention.choose(acceleration.attention_backend, device, pipe.transformer.dtype,
                                pipe.transformer.config.attention_head_dim, parallel.world_size() > 1)
-    experts = (pipe.transformer, getattr(pipe, "transformer_2", None))
-    transformers = list({id(t): t for t in experts if t is not None}.values())
     accelerate_transformers(transformers, request, device, backend)
     log.info("configured %s on %s: attention %s, compile %s", request.model.preset, device, backend,
              acceleration.compile and device.type == "cuda")
@@ -131,7 +124,8 @@ def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedP
 
 def accelerate_transformers(transformers: list, request: GenerationRequest, device: torch.device,
                             backend: str) -> None:
-    """What each transformer gets, whether loaded with the pipeline or later (the low-noise expert)."""
+    """What each transformer gets: nothing here reads its weights before its first forward, except
+    FP8, which quantizes them (and so waits for those still being read)."""
     acceleration = request.acceleration
     # 5. Attention: the fastest backend verified to run here.
     processes = parallel.world_size()
@@ -158,6 +152,7 @@ def accelerate_transformers(transformers: list, request: GenerationRequest, devi
         # Only the blocks' projections: the embedders and the output layer stay in bf16.
         in_blocks = lambda module, name: isinstance(module, torch.nn.Linear) and name.startswith("blocks.")  # noqa: E731
         for transformer in transformers:
+            background_load.wait(transformer)
             quantize_(transformer, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), filter_fn=in_blocks)
 
     # 8. Regional compilation: the repeated transformer block compiled once, reused 30-40 times.
@@ -264,8 +259,6 @@ def generate_frames(
             timings.first_step = round(time.perf_counter() - step_started[0], 3)
         if steps_done < request.steps:  # before the report: once a step shows, a stop saves it
             on_state(steps_done, callback_kwargs["latents"], pipe.scheduler.state(), expert_of(pipe, t))
-            if loaded.low_noise_expert is not None and expert_of(pipe, pipe.scheduler.timesteps[i + 1]) == "low_noise":
-                take_low_noise_expert(loaded, request, timings)
         on_step(steps_done, request.steps)
         if steps_done == request.steps:
             decode_started.append(time.perf_counter())
@@ -291,24 +284,12 @@ def generate_frames(
         call["image"] = image
     if resume:
         call["latents"] = resume.latents
-    if loaded.low_noise_expert is not None and resume:  # its first step may be past the boundary
-        take_low_noise_expert(loaded, request, timings)
     step_started[0] = time.perf_counter()
     with torch.inference_mode():
         frames = pipe(**call).frames[0].permute(0, 2, 3, 1)  # one video: (frames, 3, H, W) → (frames, H, W, 3)
     sync()
+    timings.weights_wait = round(background_load.waited([pipe.transformer, getattr(pipe, "transformer_2", None)]), 3)
     timings.denoise = round(decode_started[0] - started, 3)
     timings.decode = round(time.perf_counter() - decode_started[0], 3)
     return frames
 
-
-def take_low_noise_expert(loaded: LoadedPipeline, request: GenerationRequest, timings: Timings) -> None:
-    """Puts the background-loaded low-noise expert into the pipeline before its first step, with
-    what configure() gave the high-noise one, waiting for its weights if they are still being
-    read (the wait is timed)."""
-    started = time.perf_counter()
-    expert = loaded.low_noise_expert.result()
-    loaded.low_noise_expert = None
-    accelerate_transformers([expert], request, loaded.device, loaded.attention_backend)
-    loaded.pipe.transformer_2 = expert
-    timings.expert_wait = round(time.perf_counter() - started, 3)

@@ -190,8 +190,9 @@ class Acceleration(Strict):
         default=True, description="VAE decode with fused kernels and implicit padding, same arithmetic (GPU).",
     )
     overlap_load: bool = Field(
-        default=True, description="Read the weights into the page cache while torch imports, and load the A14B "
-        "low-noise expert while the high-noise one denoises (same result, earlier first step).",
+        default=True, description="Read the weights into the page cache while torch imports, and the transformers "
+        "in the background while the rest loads and the prompt is encoded, the A14B low-noise expert while the "
+        "high-noise one denoises (same result, earlier first step).",
     )
     processes: int | None = Field(
         default=None, ge=1, le=16,

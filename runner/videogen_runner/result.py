@@ -29,7 +29,8 @@ class Timings(BaseModel):
     load: float = Field(default=0.0, description="Loading the model onto its devices.")
     encode: float = Field(default=0.0, description="Encoding the prompt (and the image).")
     first_step: float = Field(default=0.0, description="The first denoising step (compilation or its cache included).")
-    expert_wait: float = Field(default=0.0, description="A14B: waiting for the low-noise expert's background load.")
+    weights_wait: float = Field(default=0.0, description="Denoising waiting for transformer weights still being "
+                                "read in the background (acceleration.overlap_load).")
     denoise: float = Field(default=0.0, description="The denoising loop.")
     decode: float = Field(default=0.0, description="Decoding the latents with the VAE.")
     export: float = Field(default=0.0, description="Writing the MP4.")

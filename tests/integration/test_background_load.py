@@ -1,4 +1,9 @@
-"""The A14B low-noise expert read in the background: the same model as diffusers' from_pretrained."""
+"""The transformers read in the background: the same models as diffusers' from_pretrained, and
+every damaged file a clear failure at the first forward."""
+
+import json
+import struct
+import threading
 
 import pytest
 import torch
@@ -9,34 +14,115 @@ from videogen_runner import background_load
 from videogen_runner.errors import ModelNotFound
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_the_expert_read_in_the_background_is_the_one_from_pretrained_builds(tiny_models, dtype):
-    path = str(tiny_models["t2v-a14b"])
-    reference = WanTransformer3DModel.from_pretrained(path, subfolder="transformer_2", torch_dtype=dtype,
-                                                      device_map="cpu")
-    expert = background_load.start(path, "transformer_2", dtype, torch.device("cpu")).result(timeout=60)
-    ours, theirs = expert.state_dict(), reference.state_dict()
-    assert ours.keys() == theirs.keys()
+def assert_same_model(ours, reference):
+    theirs = reference.state_dict()
+    assert ours.state_dict().keys() == theirs.keys()
     for name, tensor in theirs.items():
-        assert ours[name].dtype == tensor.dtype, name
-        assert torch.equal(ours[name], tensor), name
+        assert ours.state_dict()[name].dtype == tensor.dtype, name
+        assert torch.equal(ours.state_dict()[name], tensor), name
     buffers = dict(reference.named_buffers())  # also those computed at construction (not in the files)
-    for name, buffer in expert.named_buffers():
+    for name, buffer in ours.named_buffers():
         assert buffer.dtype == buffers[name].dtype and torch.equal(buffer, buffers[name]), name
-    assert not expert.training and not any(p.requires_grad for p in expert.parameters())
+    assert not ours.training and not any(p.requires_grad for p in ours.parameters())
+    assert ours.config == reference.config
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_transformers_read_in_the_background_are_the_ones_from_pretrained_builds(tiny_models, dtype):
+    path = str(tiny_models["t2v-a14b"])
+    models = background_load.start(path, ["transformer", "transformer_2"], dtype, torch.device("cpu"))
+    assert list(models) == ["transformer", "transformer_2"]
+    for subfolder, model in models.items():
+        background_load.wait(model)
+        assert_same_model(model, WanTransformer3DModel.from_pretrained(path, subfolder=subfolder, torch_dtype=dtype,
+                                                                       device_map="cpu"))
     assert torch.get_default_dtype() == torch.float32  # restored for everything else in the process
-    assert expert.config == reference.config
+
+
+def test_tensors_larger_than_a_buffer_and_runs_across_buffers_read_the_same(tiny_models, monkeypatch):
+    path = str(tiny_models["t2v-a14b"])
+    file = next((tiny_models["t2v-a14b"] / "transformer").glob("*.safetensors"))
+    sizes = sorted(t.end - t.begin for t in background_load.stored_tensors(file))
+    monkeypatch.setattr(background_load, "BUFFER_BYTES", sizes[len(sizes) // 2])  # half the tensors exceed it
+    assert len(background_load.batches(background_load.stored_tensors(file), sizes[len(sizes) // 2])) > 10
+    model = background_load.start(path, ["transformer"], torch.bfloat16, torch.device("cpu"))["transformer"]
+    background_load.wait(model)
+    assert_same_model(model, WanTransformer3DModel.from_pretrained(path, subfolder="transformer",
+                                                                   torch_dtype=torch.bfloat16, device_map="cpu"))
+
+
+def test_the_first_forward_waits_for_the_weights_and_counts_the_wait(tiny_models, monkeypatch):
+    release = threading.Event()
+    fill = background_load.fill
+    monkeypatch.setattr(background_load, "fill", lambda *args: (release.wait(30), fill(*args))[1])
+    models = background_load.start(str(tiny_models["ti2v-5b"]), ["transformer"], torch.float32, torch.device("cpu"))
+    model = models["transformer"]
+    threading.Timer(0.5, release.set).start()
+    config = model.config
+    hidden = torch.randn(1, config.in_channels, 1, 4, 4)
+    with torch.no_grad():
+        model(hidden_states=hidden, timestep=torch.tensor([500]),
+              encoder_hidden_states=torch.randn(1, 8, config.text_dim), return_dict=False)
+    assert 0.3 < background_load.waited([model, None]) < 30
+    reference = WanTransformer3DModel.from_pretrained(str(tiny_models["ti2v-5b"]), subfolder="transformer")
+    assert_same_model(model, reference)
+
+
+def copy_folder(tiny_models, tmp_path, edit):
+    """The tiny A14B transformer folder with its weights changed by `edit(tensors) -> tensors`."""
+    source = tiny_models["t2v-a14b"] / "transformer"
+    folder = tmp_path / "model"
+    (folder / "transformer").mkdir(parents=True)
+    (folder / "transformer" / "config.json").write_text((source / "config.json").read_text())
+    tensors = edit(load_file(next(source.glob("*.safetensors"))))
+    file = folder / "transformer" / "diffusion_pytorch_model.safetensors"
+    save_file(tensors, file)
+    return folder, file
+
+
+def failure_of(folder) -> str:
+    model = background_load.start(str(folder), ["transformer"], torch.float32, torch.device("cpu"))["transformer"]
+    with pytest.raises(ModelNotFound) as raised:
+        background_load.wait(model)
+    return str(raised.value)
 
 
 def test_a_folder_missing_weights_fails_naming_them(tiny_models, tmp_path):
-    source = tiny_models["t2v-a14b"] / "transformer_2"
-    folder = tmp_path / "model"
-    (folder / "transformer_2").mkdir(parents=True)
-    (folder / "transformer_2" / "config.json").write_text((source / "config.json").read_text())
-    tensors = load_file(next(source.glob("*.safetensors")))
-    dropped = sorted(tensors)[0]
-    del tensors[dropped]
-    save_file(tensors, folder / "transformer_2" / "diffusion_pytorch_model.safetensors")
-    future = background_load.start(str(folder), "transformer_2", torch.float32, torch.device("cpu"))
-    with pytest.raises(ModelNotFound, match=f"lacks 1 weights, e.g. {dropped}"):
-        future.result(timeout=60)
+    dropped = []
+    folder, _ = copy_folder(tiny_models, tmp_path, lambda t: (dropped.append(sorted(t)[0]), t.pop(sorted(t)[0]), t)[2])
+    assert f"lacks 1 weights, e.g. {dropped[0]}" in failure_of(folder)
+
+
+def test_a_tensor_the_model_does_not_have_fails_naming_it(tiny_models, tmp_path):
+    folder, file = copy_folder(tiny_models, tmp_path, lambda t: {**t, "blocks.99.extra": torch.zeros(3)})
+    assert failure_of(folder) == f"model.path: {file} holds blocks.99.extra, which the model does not have"
+
+
+def test_a_misshapen_tensor_fails_naming_both_shapes(tiny_models, tmp_path):
+    name = "proj_out.bias"
+    folder, file = copy_folder(tiny_models, tmp_path, lambda t: {**t, name: torch.zeros(t[name].numel() + 1)})
+    assert "holds proj_out.bias of shape [" in failure_of(folder) and "the model's is [" in failure_of(folder)
+
+
+def test_a_file_cut_short_fails_where_it_ends(tiny_models, tmp_path):
+    folder, file = copy_folder(tiny_models, tmp_path, lambda t: t)
+    size = file.stat().st_size
+    with open(file, "r+b") as f:
+        f.truncate(size - 100)
+    assert failure_of(folder).startswith(f"model.path: {file} ends at byte ")
+
+
+def test_a_file_that_is_not_safetensors_fails_naming_it(tiny_models, tmp_path):
+    folder, file = copy_folder(tiny_models, tmp_path, lambda t: t)
+    file.write_bytes(struct.pack("<Q", 10) + b"not json!!")
+    assert failure_of(folder).startswith(f"model.path: {file} is not a readable safetensors file")
+
+
+def test_weights_stored_in_another_dtype_are_converted_as_from_pretrained_converts_them(tiny_models, tmp_path):
+    folder, file = copy_folder(tiny_models, tmp_path, lambda t: {k: v.to(torch.bfloat16) for k, v in t.items()})
+    header = json.loads(file.read_bytes()[8:8 + struct.unpack("<Q", file.read_bytes()[:8])[0]])
+    assert {info["dtype"] for key, info in header.items() if key != "__metadata__"} == {"BF16"}
+    model = background_load.start(str(folder), ["transformer"], torch.float32, torch.device("cpu"))["transformer"]
+    background_load.wait(model)
+    assert_same_model(model, WanTransformer3DModel.from_pretrained(str(folder), subfolder="transformer",
+                                                                   torch_dtype=torch.float32, device_map="cpu"))
