@@ -11,9 +11,10 @@ meanwhile computes (seen on the GPU: another video from the same seed). So the m
 the calling thread, with their parameters allocated on the device in the dtypes `from_pretrained`
 gives them, and the thread only copies the files' tensors into them: tensor copies, no global
 state. It reads each file with plain reads into two pinned buffers in turn and copies from them on
-a CUDA stream of its own (the copies of one buffer overlap the reading of the other): no page
-faults on a memory-mapped file and no copies from pageable memory, which slowed the main thread's
-kernels by half when the weights came through safetensors' memory map.
+a CUDA stream of its own (the copies of one buffer overlap the reading of the other), a few calls
+per buffer: no page faults on a memory-mapped file and no copies from pageable memory, which
+slowed the main thread's kernels by half when the weights came through safetensors' memory map,
+and few handovers of the GIL, which the denoising thread holds most of the time.
 """
 
 import json
@@ -33,7 +34,7 @@ from diffusers import WanTransformer3DModel
 from videogen_runner.errors import ModelNotFound
 
 log = logging.getLogger(__name__)
-BUFFER_BYTES = 256 << 20
+BUFFER_BYTES = 512 << 20
 # The safetensors format (github.com/huggingface/safetensors): an 8-byte little-endian header
 # length, a JSON header naming each tensor's dtype, shape and byte range, then the bytes.
 DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
@@ -76,18 +77,30 @@ class WaitForWeights:
 
 def start(path: str, subfolders: list[str], dtype: torch.dtype,
           device: torch.device) -> dict[str, WanTransformer3DModel]:
-    """Builds the transformers of `subfolders` here and now, and returns them while one daemon thread
-    reads their weights in that order (a pod stopped meanwhile exits without waiting for it)."""
+    """Builds the transformers of `subfolders` here and now, checks their files against them, and
+    returns them while one daemon thread reads their weights in that order (a pod stopped meanwhile
+    exits without waiting for it)."""
     models = {subfolder: empty_model(path, subfolder, dtype, device) for subfolder in subfolders}
+    files = {subfolder: {file: stored_tensors(file) for file in sorted((Path(path) / subfolder).glob("*.safetensors"))}
+             for subfolder in subfolders}
+    largest = max((t.end - t.begin for layouts in files.values() for tensors in layouts.values() for t in tensors),
+                  default=0)
+    on_gpu = device.type == "cuda"
+    buffers = [torch.empty(max(BUFFER_BYTES, largest), dtype=torch.uint8, pin_memory=on_gpu) for _ in range(2)]
+    plans = {subfolder: plan(models[subfolder], files[subfolder], buffers) for subfolder in subfolders}
     futures = {subfolder: Future() for subfolder in subfolders}
     for subfolder, model in models.items():
         model._videogen_weights = WaitForWeights(model, futures[subfolder])
 
     def read():
-        for subfolder, model in models.items():
-            files = sorted((Path(path) / subfolder).glob("*.safetensors"))
+        stream = torch.cuda.Stream(device) if on_gpu else None
+        copied = [None, None]  # the event after each buffer's last copies, before it is read into again
+        for subfolder, batches in plans.items():
             try:
-                futures[subfolder].set_result(fill(model, files, device))
+                started = time.perf_counter()
+                fill(batches, buffers, stream, copied)
+                log.info("%s loaded in the background in %.1f s", subfolder, time.perf_counter() - started)
+                futures[subfolder].set_result(models[subfolder])
             except BaseException as error:  # noqa: BLE001 - whoever waits for it gets it
                 for future in futures.values():
                     if not future.done():
@@ -135,41 +148,62 @@ def empty_model(path: str, subfolder: str, dtype: torch.dtype, device: torch.dev
     return model.eval()
 
 
-def fill(model: torch.nn.Module, files: list[Path], device: torch.device) -> torch.nn.Module:
-    """Copies every tensor of `files` into `model` (converting dtypes where the file's differ);
-    fails naming what is missing, unexpected, misshapen or cut short."""
-    started = time.perf_counter()
+@dataclass
+class Batch:
+    """Consecutive tensors of one file: one read into one of the buffers, then one call that copies
+    them all (every torch call gives up the GIL and waits to take it back from the denoising
+    thread, so the reading thread makes few)."""
+    file: Path
+    begin: int
+    end: int
+    buffer: int
+    targets: list[torch.Tensor]
+    sources: list[torch.Tensor]  # views of the buffer as the stored tensors
+    unaligned: list[tuple[torch.Tensor, torch.Tensor, Stored]]  # (target, its bytes, stored): through a copy
+
+
+def plan(model: torch.nn.Module, layouts: dict[Path, list[Stored]], buffers: list[torch.Tensor]) -> list[Batch]:
+    """The reads and copies that fill `model` from the files; fails naming what is unexpected,
+    misshapen or missing, before anything is read."""
     targets = dict(model.named_parameters()) | dict(model.named_buffers())
-    layouts = {file: stored_tensors(file) for file in files}
-    largest = max((t.end - t.begin for tensors in layouts.values() for t in tensors), default=0)
-    on_gpu = device.type == "cuda"
-    buffers = [torch.empty(max(BUFFER_BYTES, largest), dtype=torch.uint8, pin_memory=on_gpu) for _ in range(2)]
-    copied = [None, None]  # the event after each buffer's last copies, before it is read into again
-    stream = torch.cuda.Stream(device) if on_gpu else None
-    read, turn = set(), 0
-    with torch.no_grad(), torch.cuda.stream(stream):  # no stream (the CPU): as it is
-        for file, tensors in layouts.items():
-            with open(file, "rb", buffering=0) as f:
-                for batch in batches(tensors, len(buffers[0])):
-                    buffer = buffers[turn]
-                    if copied[turn] is not None:
-                        copied[turn].synchronize()
-                    first = batch[0].begin
-                    read_exactly(f, buffer[: batch[-1].end - first], first, file)
-                    for stored in batch:
-                        target_for(targets, stored, file).copy_(
-                            as_tensor(buffer[stored.begin - first: stored.end - first], stored), non_blocking=on_gpu)
-                        read.add(stored.name)
-                    copied[turn] = stream.record_event() if on_gpu else None
-                    turn = 1 - turn
-    if stream is not None:
-        stream.synchronize()
+    batches, read = [], set()
+    for file, tensors in layouts.items():
+        for run in runs(tensors, len(buffers[0])):
+            buffer = buffers[len(batches) % 2]
+            batch = Batch(file, run[0].begin, run[-1].end, len(batches) % 2, [], [], [])
+            for stored in run:
+                target = target_for(targets, stored, file)
+                raw = buffer[stored.begin - batch.begin: stored.end - batch.begin]
+                if raw.storage_offset() % stored.dtype.itemsize:
+                    batch.unaligned.append((target, raw, stored))
+                else:
+                    batch.targets.append(target)
+                    batch.sources.append(raw.view(stored.dtype).view(stored.shape))
+                read.add(stored.name)
+            batches.append(batch)
     missing = set(dict(model.named_parameters())) - read
     if missing:
-        raise ModelNotFound(f"model.path: {files[0].parent if files else 'the folder'} lacks "
-                            f"{len(missing)} weights, e.g. {sorted(missing)[0]}")
-    log.info("%s loaded in the background in %.1f s", files[0].parent.name, time.perf_counter() - started)
-    return model
+        folder = next(iter(layouts)).parent if layouts else "the folder"
+        raise ModelNotFound(f"model.path: {folder} lacks {len(missing)} weights, e.g. {sorted(missing)[0]}")
+    return batches
+
+
+def fill(batches: list[Batch], buffers: list[torch.Tensor], stream: torch.cuda.Stream | None, copied: list) -> None:
+    """Reads and copies the batches, the copies of one buffer overlapping the read into the other
+    (converting dtypes where the file's differ from the model's)."""
+    views = [memoryview(buffer.numpy()) for buffer in buffers]
+    with torch.no_grad(), torch.cuda.stream(stream):  # no stream (the CPU): as it is
+        for batch in batches:
+            if copied[batch.buffer] is not None:
+                copied[batch.buffer].synchronize()
+            with open(batch.file, "rb", buffering=0) as f:
+                read_exactly(f, views[batch.buffer][: batch.end - batch.begin], batch.begin, batch.file)
+            torch._foreach_copy_(batch.targets, batch.sources, non_blocking=stream is not None)
+            for target, raw, stored in batch.unaligned:
+                target.copy_(raw.clone().view(stored.dtype).view(stored.shape))
+            copied[batch.buffer] = stream.record_event() if stream is not None else None
+    if stream is not None:
+        stream.synchronize()
 
 
 def target_for(targets: dict[str, torch.Tensor], stored: Stored, file: Path) -> torch.Tensor:
@@ -198,29 +232,22 @@ def stored_tensors(file: Path) -> list[Stored]:
     return sorted(tensors, key=lambda t: t.begin)
 
 
-def batches(tensors: list[Stored], size: int) -> list[list[Stored]]:
+def runs(tensors: list[Stored], size: int) -> list[list[Stored]]:
     """Runs of consecutive tensors whose bytes fit in one buffer of `size` bytes."""
-    runs: list[list[Stored]] = []
+    grouped: list[list[Stored]] = []
     for stored in tensors:
-        if runs and stored.end - runs[-1][0].begin <= size:
-            runs[-1].append(stored)
+        if grouped and stored.end - grouped[-1][0].begin <= size:
+            grouped[-1].append(stored)
         else:
-            runs.append([stored])
-    return runs
+            grouped.append([stored])
+    return grouped
 
 
-def read_exactly(f, buffer: torch.Tensor, offset: int, file: Path) -> None:
-    """Reads len(buffer) bytes at `offset` (the read releases the GIL: the main thread runs on)."""
-    view, done = memoryview(buffer.numpy()), 0
+def read_exactly(f, view: memoryview, offset: int, file: Path) -> None:
+    """Reads len(view) bytes at `offset` (the read releases the GIL: the main thread runs on)."""
+    done = 0
     while done < len(view):
         got = os.preadv(f.fileno(), [view[done:]], offset + done)
         if got == 0:
             raise ModelNotFound(f"model.path: {file} ends at byte {offset + done}, before its tensors' end")
         done += got
-
-
-def as_tensor(raw: torch.Tensor, stored: Stored) -> torch.Tensor:
-    """The bytes as the stored tensor; copied first when they are not aligned for its dtype."""
-    if raw.storage_offset() % stored.dtype.itemsize:
-        raw = raw.clone()
-    return raw.view(stored.dtype).view(stored.shape)

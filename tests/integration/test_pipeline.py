@@ -51,10 +51,10 @@ def test_the_low_noise_expert_is_read_while_the_high_noise_one_denoises_and_comp
     together = frames(request(tiny_models, "t2v-a14b", steps=12, acceleration={"overlap_load": False}))
     first_step, fill = threading.Event(), background_load.fill
 
-    def after_the_first_step(model, files, device):  # the high-noise expert's steps must not wait for this
-        if files[0].parent.name == "transformer_2":
+    def after_the_first_step(batches, *rest):  # the high-noise expert's steps must not wait for this
+        if batches[0].file.parent.name == "transformer_2":
             assert first_step.wait(60), "the first step waited for the low-noise expert"
-        return fill(model, files, device)
+        return fill(batches, *rest)
 
     monkeypatch.setattr(background_load, "fill", after_the_first_step)
     req = request(tiny_models, "t2v-a14b", steps=12)
