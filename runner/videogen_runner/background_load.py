@@ -81,7 +81,7 @@ def start(path: str, subfolders: list[str], dtype: torch.dtype,
     returns them while one daemon thread reads their weights in that order (a pod stopped meanwhile
     exits without waiting for it)."""
     models = {subfolder: empty_model(path, subfolder, dtype, device) for subfolder in subfolders}
-    files = {subfolder: {file: stored_tensors(file) for file in sorted((Path(path) / subfolder).glob("*.safetensors"))}
+    files = {subfolder: {file: stored_tensors(file) for file in weight_files(path, subfolder)}
              for subfolder in subfolders}
     largest = max((t.end - t.begin for layouts in files.values() for tensors in layouts.values() for t in tensors),
                   default=0)
@@ -109,6 +109,13 @@ def start(path: str, subfolders: list[str], dtype: torch.dtype,
 
     threading.Thread(target=read, name="load-transformers", daemon=True).start()
     return models
+
+
+def weight_files(path: str, subfolder: str) -> list[Path]:
+    files = sorted((Path(path) / subfolder).glob("*.safetensors"))
+    if not files:
+        raise ModelNotFound(f"model.path: no safetensors weights in {Path(path) / subfolder}")
+    return files
 
 
 def wait(model: torch.nn.Module) -> None:
@@ -183,8 +190,8 @@ def plan(model: torch.nn.Module, layouts: dict[Path, list[Stored]], buffers: lis
             batches.append(batch)
     missing = set(dict(model.named_parameters())) - read
     if missing:
-        folder = next(iter(layouts)).parent if layouts else "the folder"
-        raise ModelNotFound(f"model.path: {folder} lacks {len(missing)} weights, e.g. {sorted(missing)[0]}")
+        raise ModelNotFound(f"model.path: {next(iter(layouts)).parent} lacks {len(missing)} weights, "
+                            f"e.g. {sorted(missing)[0]}")
     return batches
 
 

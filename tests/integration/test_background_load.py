@@ -149,3 +149,9 @@ def test_tensors_at_offsets_unaligned_for_their_dtype_are_read_too(tiny_models, 
     ours = model.state_dict()
     for name, tensor in tensors.items():
         assert torch.equal(ours[name], tensor), name
+
+
+def test_a_folder_without_safetensors_weights_fails_naming_it(tiny_models, tmp_path):
+    folder, file = copy_folder(tiny_models, tmp_path, lambda t: t)
+    file.rename(file.with_suffix(".bin"))
+    assert failure_of(folder) == f"model.path: no safetensors weights in {file.parent}"
