@@ -25,7 +25,6 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 from accelerate import init_empty_weights
@@ -55,8 +54,6 @@ class Stored:
 class WaitForWeights:
     """A forward pre-hook: the model's first forward waits until its weights are in (or raises
     what reading them failed with); `waited` is how long it waited."""
-
-    NONE = SimpleNamespace(waited=0.0)  # a model loaded otherwise
 
     def __init__(self, model: torch.nn.Module, future: Future):
         self.future, self.waited = future, 0.0
@@ -127,7 +124,8 @@ def wait(model: torch.nn.Module) -> None:
 
 def waited(models: list[torch.nn.Module | None]) -> float:
     """Seconds the models' first forwards (or wait()) spent waiting for their weights."""
-    return sum(getattr(model, "_videogen_weights", WaitForWeights.NONE).waited for model in models)
+    weights = (getattr(model, "_videogen_weights", None) for model in models)
+    return sum(w.waited for w in weights if w is not None)
 
 
 def empty_model(path: str, subfolder: str, dtype: torch.dtype, device: torch.device) -> WanTransformer3DModel:
