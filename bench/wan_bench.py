@@ -71,6 +71,9 @@ VARIANTS = {
     # A 4-step distillation LoRA's settings, with the random LoRA of --lora-rank (merged at load:
     # the LoRA stays in the weights, so run it last). Speed only: random weights have no quality.
     "distilled": dict(),
+    # The same with the opt-in FP8 linear layers (after "distilled": its LoRA is already merged,
+    # so its video is the reference; FP8 stays in the transformers: run it last).
+    "distilled-fp8": dict(fp8=True),
     # The runner's defaults with a checkpoint after every step (the worst case: by default one a
     # minute) to the local disk: its bytes and seconds, the stall it adds to a step (against
     # "runner" in the same process), and the time to read it back onto the GPU for a resume.
@@ -322,15 +325,20 @@ def main() -> int:
     result["build_s"] = round(time.perf_counter() - started, 1)
     if args.vae_check:  # before any variant rewires pipe.vae
         result["vae_decode"] = vae_decode_check(pipe, args.model, device)
-    exact = {}  # steps → frames of the exact runner video, the reference of the approximations
+    exact = {}  # (setting, steps) → frames of the exact video, the reference of the approximations
+    merged = False  # the distilled variants' random LoRA, once merged, stays in the weights
     for variant in args.variants.split(","):
         name, _, steps = variant.partition(":")
         fields = dict(steps=int(steps or args.steps), **size)
-        if name == "distilled":
+        setting = "distilled" if name.startswith("distilled") else "exact"
+        if setting == "distilled":
             # A14B: the benchmark's experts share weights, so the LoRA goes into one of them.
             two_experts = PRESETS[args.model].two_experts
-            fields.update(DISTILLED, loras=[{"path": str(random_lora(pipe.transformer, args.lora_rank)),
-                                             "experts": "high_noise" if two_experts else "both"}])
+            fields.update(DISTILLED)
+            if not merged:
+                fields["loras"] = [{"path": str(random_lora(pipe.transformer, args.lora_rank)),
+                                    "experts": "high_noise" if two_experts else "both"}]
+                merged = True
             if two_experts:
                 fields["guidance_scale_2"] = 1.0
         request = GenerationRequest(task_id="bench", model={"preset": args.model, "path": "-"}, prompt=PROMPT,
@@ -340,10 +348,11 @@ def main() -> int:
         result.update(tokens=tokens, tflop_per_forward=round(fl / 1e12, 1),
                       shape=[request.width, request.height, request.frames])
         row, frames = run_variant(pipe, name, request, device, fl)
-        if name == "runner":
-            exact.setdefault(request.steps, frames)
-        elif request.steps in exact and name not in ("diffusers", "runner-nocompile"):
-            row["psnr_vs_exact_db"] = round(psnr(frames, exact[request.steps]), 2)
+        key = (setting, request.steps)
+        if name in ("runner", "distilled"):
+            exact.setdefault(key, frames)
+        elif key in exact and name not in ("diffusers", "runner-nocompile"):
+            row["psnr_vs_exact_db"] = round(psnr(frames, exact[key]), 2)
             print(json.dumps({"variant": name, "psnr_vs_exact_db": row["psnr_vs_exact_db"]}), flush=True)
         if VARIANTS[name].get("step_cache"):
             for transformer in {id(t): t for t in (pipe.transformer, pipe.transformer_2) if t is not None}.values():

@@ -56,13 +56,18 @@ def generate(request: GenerationRequest, reporter: ProgressReporter, timings: Ti
     seed = resume.seed if resume else request.seed if request.seed is not None else random.randrange(2**32)
     saver = checkpoint.Checkpointer(store, checkpoint.fingerprint(request), seed,
                                     request.checkpoints.every_seconds) if store and main else None
+    # The MP4 is encoded while the VAE decodes (export.py); rank 0 alone writes it.
+    writer = export.Mp4Writer(path, request.fps) if main else None
     try:
         frames = pipeline.generate_frames(loaded, request, seed, image, timings, reporter.stage, reporter.step,
                                           resume=resume, on_state=saver.offer if saver else no_state,
-                                          release_text_encoder=True)  # one video per process
+                                          release_text_encoder=True,  # one video per process
+                                          on_frames=writer.add if writer else None)
     except BaseException:  # a stop (SIGTERM) or a failure: what was denoised is saved for the next attempt
         if saver:
             saver.save_latest()
+        if writer:
+            writer.abort()
         raise
     finally:
         if saver:
@@ -72,15 +77,14 @@ def generate(request: GenerationRequest, reporter: ProgressReporter, timings: Ti
         return RunResult(task_id=request.task_id, status="succeeded", exit_code=0, seed=seed,
                          attention_backend=loaded.attention_backend, timings=timings)
 
-    # 5. Export one uint8 video as H.264 MP4 at the requested fps.
+    # 5. Finish the H.264 MP4 at the requested fps: what the encoder has left once decoding ends.
     reporter.stage("exporting")
     with stopwatch(timings, "export"):
-        frames = export.to_uint8_video(frames)
-        export.write_mp4(frames, path, request.fps)
-    video = VideoOutput(
-        path=str(path), bytes=path.stat().st_size, sha256=export.sha256_of(path),
-        frames=frames.shape[0], width=frames.shape[2], height=frames.shape[1], fps=request.fps,
-    )
+        if writer.shape is None:  # nothing was streamed (a tiled decode)
+            writer.add(frames)
+        count, height, width = writer.close()
+    video = VideoOutput(path=str(path), bytes=path.stat().st_size, sha256=export.sha256_of(path),
+                        frames=count, width=width, height=height, fps=request.fps)
     return finish(request, reporter, timings, started, video, seed, store, loaded.attention_backend,
                   resume.steps_done if resume else None)
 

@@ -214,12 +214,14 @@ def generate_frames(
     resume: "Checkpoint | None" = None,
     on_state: Callable[[int, torch.Tensor, dict, str], None] = lambda steps_done, latents, solver, expert: None,
     release_text_encoder: bool = False,
+    on_frames: Callable[[torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Text → latents → frames: float (frames, H, W, 3) in [0, 1], left on the pipeline's device.
     Fills the encode/denoise/decode timings. From a checkpoint, denoising starts after its step
     with its latents and solver state; after each step, `on_state` gets what a checkpoint needs.
     A process that makes one video releases the text encoder (11 GB for UMT5-XXL) once the prompt
-    is encoded."""
+    is encoded. `on_frames` gets the frames chunk by chunk while the VAE decodes (for an encoder
+    that works meanwhile)."""
     pipe = loaded.pipe
     sync = torch.cuda.synchronize if loaded.device.type == "cuda" else (lambda: None)
 
@@ -285,7 +287,7 @@ def generate_frames(
     if resume:
         call["latents"] = resume.latents
     step_started[0] = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), vae_decode.frames_as_decoded(pipe, on_frames):
         frames = pipe(**call).frames[0].permute(0, 2, 3, 1)  # one video: (frames, 3, H, W) → (frames, H, W, 3)
     sync()
     timings.weights_wait = round(background_load.waited([pipe.transformer, getattr(pipe, "transformer_2", None)]), 3)

@@ -33,7 +33,8 @@ class Timings(BaseModel):
                                 "read in the background (acceleration.overlap_load).")
     denoise: float = Field(default=0.0, description="The denoising loop.")
     decode: float = Field(default=0.0, description="Decoding the latents with the VAE.")
-    export: float = Field(default=0.0, description="Writing the MP4.")
+    export: float = Field(default=0.0, description="Finishing the MP4 once decoding ends (it is encoded "
+                          "while the VAE decodes).")
     upload: float = Field(default=0.0, description="Uploading it to S3.")
     total: float = Field(default=0.0, description="The whole run.")
 

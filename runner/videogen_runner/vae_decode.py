@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 from diffusers import AutoencoderKLWan
-from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanResidualBlock, WanRMS_norm
+from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanResidualBlock, WanRMS_norm, unpatchify
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -124,3 +124,29 @@ def accelerate(vae: AutoencoderKLWan, use_kernel: bool) -> None:
             module.to(memory_format=torch.channels_last_3d)
         elif isinstance(module, nn.Conv2d):
             module.to(memory_format=torch.channels_last)
+
+
+@contextlib.contextmanager
+def frames_as_decoded(pipe, on_frames):
+    """Hands `on_frames` each chunk of frames as the decoder makes it (Wan's VAE decodes a video
+    a few frames at a time), as the pipeline will return them: float (frames, H, W, 3) in [0, 1].
+    What diffusers does after the decoder (unpatchify, clamp, the pipeline's postprocessing)
+    works frame by frame, so it is applied here to each chunk; the chunks together equal the
+    pipeline's video (tests/integration/test_pipeline.py). Spatial tiling decodes tiles, not
+    frames: there, nothing is streamed and the caller writes the returned video instead."""
+    vae = pipe.vae
+    if on_frames is None or vae.use_tiling:
+        yield
+        return
+
+    def chunk_decoded(module, args, out):
+        if vae.config.patch_size is not None:
+            out = unpatchify(out, patch_size=vae.config.patch_size)
+        video = pipe.video_processor.postprocess_video(out.clamp(-1.0, 1.0), output_type="pt")
+        on_frames(video[0].permute(0, 2, 3, 1))  # (frames, 3, H, W) → (frames, H, W, 3)
+
+    handle = vae.decoder.register_forward_hook(chunk_decoded)
+    try:
+        yield
+    finally:
+        handle.remove()

@@ -10,7 +10,8 @@ from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransform
 from peft import LoraConfig, get_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
-from videogen_runner import background_load, export, pipeline
+from videogen_runner import background_load, checkpoint, export, generate, pipeline
+from videogen_runner.progress import ProgressReporter
 from videogen_runner.request import GenerationRequest
 from videogen_runner.result import Timings
 
@@ -65,6 +66,43 @@ def test_the_low_noise_expert_is_read_while_the_high_noise_one_denoises_and_comp
                                       on_state=lambda steps_done, latents, solver, expert: experts.append(expert))
     assert experts == ["high_noise"] * 8 + ["low_noise"] * 3  # the steps before the last (shift 12, ratio 0.875)
     torch.testing.assert_close(behind, together, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["ti2v-5b", "t2v-a14b"])  # with and without the VAE's patches
+def test_the_frames_handed_over_while_decoding_are_the_video_returned(tiny_models, family):
+    req = request(tiny_models, family, frames=9)  # three chunks: 1 frame, then 4 and 4
+    chunks = []
+    video = pipeline.generate_frames(pipeline.load(req), req, seed=1, image=None, timings=Timings(),
+                                     on_frames=lambda frames: chunks.append(frames.clone()))
+    assert [c.shape[0] for c in chunks] == [1, 4, 4]
+    assert torch.equal(torch.cat(chunks), video)
+
+
+def test_a_failure_while_decoding_leaves_no_partial_mp4_and_keeps_the_denoised_state(tiny_models, tmp_path,
+                                                                                     monkeypatch):
+    req = request(tiny_models, frames=9, output={"path": str(tmp_path / "out.mp4")},
+                  checkpoints={"folder": str(tmp_path / "checkpoints"), "every_seconds": 3600})
+    decoder = WanPipeline.from_pretrained  # the decoder breaks after handing over its first chunk
+
+    def load_with_a_failing_decoder(*args, **kwargs):
+        pipe = decoder(*args, **kwargs)
+        chunks = []
+
+        def second_chunk_fails(module, args, out):
+            chunks.append(out)
+            if len(chunks) == 2:
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        pipe.vae.decoder.register_forward_hook(second_chunk_fails)
+        return pipe
+
+    monkeypatch.setattr(WanPipeline, "from_pretrained", load_with_a_failing_decoder)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        generate.run(req, ProgressReporter(req.task_id, req.reporting))
+    assert not (tmp_path / "out.mp4").exists()
+    monkeypatch.undo()
+    shape = pipeline.latents_shape(pipeline.load(req), req)
+    saved = checkpoint.load(checkpoint.FolderStore(tmp_path / "checkpoints"), req, torch.device("cpu"), shape)
+    assert saved.steps_done == req.steps - 1  # the last state offered before the decode
 
 
 def test_a_video_per_process_releases_the_text_encoder_after_encoding(tiny_models):

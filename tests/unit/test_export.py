@@ -1,8 +1,9 @@
+import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
 
-from videogen_runner.export import to_uint8_video, write_mp4
+from videogen_runner.export import Mp4Writer, to_uint8_video, write_mp4
 
 
 def test_pipeline_output_becomes_one_uint8_video():
@@ -23,3 +24,46 @@ def test_batches_and_wrong_shapes_are_refused(tmp_path):
     with pytest.raises(ValueError, match="uint8"):
         write_mp4(np.zeros((5, 16, 16, 3), np.float32), tmp_path / "x.mp4", 24)
     assert not (tmp_path / "x.mp4").exists()
+
+
+def noise_video(frames=9, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (frames, 32, 48, 3), dtype=np.uint8)
+
+
+def test_a_video_written_in_chunks_is_the_file_written_at_once(tmp_path):
+    video = noise_video()
+    write_mp4(video, tmp_path / "whole.mp4", 16)
+    writer = Mp4Writer(tmp_path / "chunks" / "video.mp4", 16)  # a folder that does not exist yet
+    for chunk in (video[:1], video[1:5], video[5:]):  # as Wan's decoder hands them over: 1, then 4 at a time
+        writer.add(torch.from_numpy(chunk).float() / 255.0)
+    assert writer.close() == (9, 32, 48)
+    assert (tmp_path / "chunks" / "video.mp4").read_bytes() == (tmp_path / "whole.mp4").read_bytes()
+    frames = imageio.mimread(tmp_path / "whole.mp4", format="FFMPEG")
+    assert len(frames) == 9 and frames[0].shape == (32, 48, 3)
+
+
+def test_a_chunk_of_another_size_or_no_frames_at_all_is_refused(tmp_path):
+    writer = Mp4Writer(tmp_path / "x.mp4", 16)
+    with pytest.raises(ValueError, match="no frames"):
+        writer.close()
+    writer.add_uint8(noise_video(2))
+    with pytest.raises(ValueError, match="frames of 48×16 in a video of 48×32"):
+        writer.add_uint8(noise_video(2)[:, :16])
+    writer.abort()
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_an_encoder_failure_is_raised_by_close_and_never_blocks_the_decoder(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    writer = Mp4Writer(tmp_path / "file" / "video.mp4", 16)
+    for _ in range(20):  # more chunks than the encoder would ever take: add() must not wait for it
+        writer.add_uint8(noise_video(2))
+    with pytest.raises(OSError):
+        writer.close()
+
+
+def test_an_aborted_video_leaves_no_partial_file(tmp_path):
+    writer = Mp4Writer(tmp_path / "video.mp4", 16)
+    writer.add_uint8(noise_video(5))
+    writer.abort()
+    assert not (tmp_path / "video.mp4").exists()
