@@ -61,6 +61,10 @@ VARIANTS = {
     # The runner's defaults.
     "runner": dict(),
     "runner-nocompile": dict(compile=False),
+    # Several processes (torchrun): the two guidance passes on two halves of them, each half
+    # splitting the sequence (the default splits it over all of them). Alone in its process: a
+    # process splits its transformers once.
+    "cfg-parallel": dict(cfg_parallel=True),
     # Opt-in approximations, each compared with the exact "runner" video of the same seed and steps.
     "taylorseer": dict(step_cache="taylorseer"),
     "first-block": dict(step_cache="first_block", step_cache_threshold=0.05),
@@ -307,6 +311,8 @@ def main() -> int:
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
     names = [variant.partition(":")[0] for variant in args.variants.split(",")]
+    if "cfg-parallel" in names and len(set(names)) > 1:
+        parser.error("run cfg-parallel alone: a process splits its transformers once")
     if "diffusers" in names[1:]:
         parser.error("run diffusers first: the runner's settings rewire the model in place (compile, VAE)")
 

@@ -1,5 +1,8 @@
 """Several GPUs for one video: one process per GPU, the token sequence split among them by
-Ulysses context parallelism (diffusers' ContextParallelConfig), all-to-all over the heads.
+Ulysses context parallelism (diffusers' ContextParallelConfig), all-to-all over the heads. With
+`cfg_parallel`, the two passes of classifier-free guidance run on two halves of the processes,
+each half splitting the sequence among its own; the halves exchange their predictions after each
+forward (a mesh of cfg × ring × ulysses, ring unused).
 
 The runner launches its own workers (rather than asking for torchrun) so that the pod's exit code
 stays the runner's own: permanent and retryable failures must survive the launcher. Rank 0
@@ -8,6 +11,7 @@ result to the launcher, which writes the termination message, the final Redis st
 exit code.
 """
 
+import functools
 import os
 import signal
 import socket
@@ -118,9 +122,39 @@ def init(device_type: str) -> torch.device:
     return torch.device(device_type, torch.cuda.current_device()) if device_type == "cuda" else torch.device("cpu")
 
 
-def split_sequence(transformers: list, processes: int) -> None:
+def cfg_groups(request: GenerationRequest) -> int:
+    """2 when the two guidance passes run on separate halves of the processes, else 1. Diffusers
+    guides when guidance_scale > 1 (then with guidance_scale_2 too, for the low-noise expert)."""
+    guided = request.guidance_scale > 1.0
+    return 2 if request.acceleration.cfg_parallel and guided and world_size() % 2 == 0 else 1
+
+
+def cfg_rank(groups: int) -> int:
+    """Which pass this process computes: 0 the conditional one (rank 0's), 1 the unconditional."""
+    return rank() // (world_size() // groups)
+
+
+@functools.cache
+def mesh(device_type: str, groups: int):
+    """The processes as cfg × ring × ulysses (row-major: a cfg half holds consecutive ranks)."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    return init_device_mesh(device_type, (groups, 1, world_size() // groups), mesh_dim_names=("cfg", "ring", "ulysses"))
+
+
+def split_sequence(transformers: list, device_type: str, groups: int) -> None:
+    """Each cfg half splits the sequence among its processes (nothing to split with one)."""
     from diffusers import ContextParallelConfig
 
+    ulysses = world_size() // groups
     for transformer in transformers:
-        if transformer._parallel_config is None:  # already split (configured before, same process)
-            transformer.enable_parallelism(config=ContextParallelConfig(ulysses_degree=processes))
+        if ulysses > 1 and transformer._parallel_config is None:  # not split already (same process)
+            transformer.enable_parallelism(config=ContextParallelConfig(ulysses_degree=ulysses,
+                                                                        mesh=mesh(device_type, groups)))
+
+
+def both_passes(prediction: torch.Tensor, device_type: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(conditional, unconditional): this process's prediction and its partner's in the other half."""
+    parts = [torch.empty_like(prediction) for _ in range(2)]
+    torch.distributed.all_gather(parts, prediction.contiguous(), group=mesh(device_type, 2)["cfg"].get_group())
+    return parts[0], parts[1]

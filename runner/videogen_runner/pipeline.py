@@ -33,6 +33,7 @@ class LoadedPipeline:
     pipe: WanPipeline | WanImageToVideoPipeline
     device: torch.device
     attention_backend: str
+    cfg_groups: int = 1  # 2: this process computes one of the two guidance passes (parallel.py)
 
 
 def pipeline_class(request: GenerationRequest) -> type:
@@ -113,13 +114,33 @@ def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedP
         else:
             pipe.enable_sequential_cpu_offload(device=device)
 
-    # 5.-8. The transformers: attention, step cache, FP8, compilation.
+    # 5.-8. The transformers: attention, step cache, FP8, compilation; with several processes, the
+    #    sequence split among them, or the guidance passes between two halves of them.
+    groups = parallel.cfg_groups(request)
     backend = attention.choose(acceleration.attention_backend, device, pipe.transformer.dtype,
-                               pipe.transformer.config.attention_head_dim, parallel.world_size() > 1)
+                               pipe.transformer.config.attention_head_dim, parallel.world_size() // groups > 1)
     accelerate_transformers(transformers, request, device, backend)
+    if groups > 1:
+        guide_across_processes(pipe, transformers, request, device)
     log.info("configured %s on %s: attention %s, compile %s", request.model.preset, device, backend,
              acceleration.compile and device.type == "cuda")
-    return LoadedPipeline(pipe=pipe, device=device, attention_backend=backend)
+    return LoadedPipeline(pipe=pipe, device=device, attention_backend=backend, cfg_groups=groups)
+
+
+def guide_across_processes(pipe, transformers: list, request: GenerationRequest, device: torch.device) -> None:
+    """CFG-parallel: each half of the processes computes one guidance pass (generate_frames gives
+    it that pass's prompt, and diffusers no guidance of its own). After every forward the halves
+    exchange their predictions, and each returns the guided one, as diffusers' pipeline computes
+    it, with the scale of the expert that denoises at this timestep."""
+    def guided(transformer, args, kwargs, output):
+        cond, uncond = parallel.both_passes(output[0], device.type)
+        low_noise = expert_of(pipe, kwargs["timestep"].flatten()[0]) == "low_noise"
+        scale = request.guidance_scale_2 if low_noise and request.guidance_scale_2 is not None \
+            else request.guidance_scale
+        return (uncond + scale * (cond - uncond), *output[1:])
+
+    for transformer in transformers:
+        transformer.register_forward_hook(guided, with_kwargs=True)
 
 
 def accelerate_transformers(transformers: list, request: GenerationRequest, device: torch.device,
@@ -128,11 +149,10 @@ def accelerate_transformers(transformers: list, request: GenerationRequest, devi
     FP8, which quantizes them (and so waits for those still being read)."""
     acceleration = request.acceleration
     # 5. Attention: the fastest backend verified to run here.
-    processes = parallel.world_size()
     for transformer in transformers:
         transformer.set_attention_backend(backend)
-    if processes > 1:  # each process attends over its share of the heads (Ulysses)
-        parallel.split_sequence(transformers, processes)
+    if parallel.world_size() > 1:  # each process attends over its share of the heads (Ulysses)
+        parallel.split_sequence(transformers, device.type, parallel.cfg_groups(request))
 
     # 6. Opt-in approximation: a step cache skips transformer work that barely changes between
     #    steps (quality gate and speed-ups: bench/RESULTS.md).
@@ -282,6 +302,10 @@ def generate_frames(
     )
     if request.guidance_scale_2 is not None:
         call["guidance_scale_2"] = request.guidance_scale_2
+    if loaded.cfg_groups > 1:  # this process's pass only, unguided; its transformers' hook guides
+        own = (prompt_embeds, negative_prompt_embeds)[parallel.cfg_rank(loaded.cfg_groups)]
+        call.update(prompt_embeds=own, negative_prompt_embeds=None, guidance_scale=1.0)
+        call.pop("guidance_scale_2", None)
     if image is not None:
         call["image"] = image
     if resume:

@@ -198,6 +198,10 @@ class Acceleration(Strict):
         default=None, ge=1, le=16,
         description="Processes (GPUs) for this one video, splitting its tokens (Ulysses); default: one per GPU.",
     )
+    cfg_parallel: bool = Field(
+        default=False, description="Several processes with guidance: the conditional and the unconditional pass "
+        "on two halves of them, each half splitting the tokens among its own (same result).",
+    )
     fp8: bool = Field(
         default=False, description="Opt-in approximation: FP8 weights and activations in the transformer's linear "
         "layers (torchao; GPUs with FP8 matrix units, e.g. Hopper).",
