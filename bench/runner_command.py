@@ -88,27 +88,31 @@ def request_for(model: str, folder: Path, out: Path, name: str, distilled: bool,
         fields.update(width=64, height=64, frames=9, steps=2)
     if steps:
         fields["steps"] = steps
-    acceleration = {"overlap_load": name != "serial", "fp8": fp8}
-    return {"task_id": f"check-{name}", "model": {"preset": model, "path": str(folder)},
+    kind, _, processes = name.partition("@")  # runner@4: four processes; cfg@4: CFG-parallel on four
+    acceleration = {"overlap_load": kind != "serial", "fp8": fp8, "cfg_parallel": kind == "cfg",
+                    "processes": int(processes) if processes else None}
+    label = name.replace("@", "-")  # task ids and file names of plain characters
+    return {"task_id": f"check-{label}", "model": {"preset": model, "path": str(folder)},
             "prompt": wan_bench.PROMPT, "negative_prompt": wan_bench.NEGATIVE, "seed": 7,
-            "output": {"path": str(out / f"{name}.mp4")}, "acceleration": acceleration, **fields}
+            "output": {"path": str(out / f"{label}.mp4")}, "acceleration": acceleration, **fields}
 
 
 def run_command(name: str, request: dict, folder: Path, out: Path, cache: Path) -> dict:
     """One new process of the runner's command; its log read line by line as it comes."""
     for part in folder.iterdir():  # the parts behind links too (what is on a tmpfs stays cached)
         wan_bench.evict(part.resolve())
-    request_file = out / f"{name}.request.json"
+    label = name.replace("@", "-")  # file names of plain characters
+    request_file = out / f"{label}.request.json"
     request_file.write_text(json.dumps(request))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(RUNNER), os.environ.get("PYTHONPATH", "")]),
            "HF_HUB_OFFLINE": "1", "TORCHINDUCTOR_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
-    log_path = out / f"{name}.log"
+    log_path = out / f"{label}.log"
     marks: dict[str, float] = {}
     gpu = GpuSampler()
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "videogen_runner", "--request", str(request_file),
-         "--termination-message-path", str(out / f"{name}.termination.json")],
+         "--termination-message-path", str(out / f"{label}.termination.json")],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     with open(log_path, "w") as log:
@@ -194,7 +198,9 @@ def main() -> int:
     parser.add_argument("--model", default="ti2v-5b", choices=sorted(wan_bench.ARCHITECTURES))
     parser.add_argument("--folder", type=Path, required=True, help="where the model is written (local disk)")
     parser.add_argument("--spill", type=Path, help="a tmpfs for the text encoder when the disk is too small")
-    parser.add_argument("--runs", default="cold,serial,runner", help="comma-separated: cold, serial, runner, fp8")
+    parser.add_argument("--runs", default="cold,serial,runner",
+                        help="comma-separated: cold, serial, runner, fp8; runner@N or cfg@N: N processes (cfg: "
+                        "CFG-parallel)")
     parser.add_argument("--distilled", action="store_true", help="the 4-step distilled setting (no LoRA: same speed)")
     parser.add_argument("--steps", type=int, help="fewer steps than the preset's")
     parser.add_argument("--tiny", action="store_true", help="tiny model on any device: checks the script")
