@@ -91,28 +91,31 @@ def request_for(model: str, folder: Path, out: Path, name: str, distilled: bool,
     kind, _, processes = name.partition("@")  # runner@4: four processes; cfg@4: CFG-parallel on four
     acceleration = {"overlap_load": kind != "serial", "fp8": fp8, "cfg_parallel": kind == "cfg",
                     "processes": int(processes) if processes else None}
-    label = name.replace("@", "-")  # task ids and file names of plain characters
-    return {"task_id": f"check-{label}", "model": {"preset": model, "path": str(folder)},
+    return {"task_id": f"check-{label(name)}", "model": {"preset": model, "path": str(folder)},
             "prompt": wan_bench.PROMPT, "negative_prompt": wan_bench.NEGATIVE, "seed": 7,
-            "output": {"path": str(out / f"{label}.mp4")}, "acceleration": acceleration, **fields}
+            "output": {"path": str(out / f"{label(name)}.mp4")}, "acceleration": acceleration, **fields}
+
+
+def label(name: str) -> str:
+    """A run's name in task ids and file names: plain characters (runner@4 → runner-4)."""
+    return name.replace("@", "-")
 
 
 def run_command(name: str, request: dict, folder: Path, out: Path, cache: Path) -> dict:
     """One new process of the runner's command; its log read line by line as it comes."""
     for part in folder.iterdir():  # the parts behind links too (what is on a tmpfs stays cached)
         wan_bench.evict(part.resolve())
-    label = name.replace("@", "-")  # file names of plain characters
-    request_file = out / f"{label}.request.json"
+    request_file = out / f"{label(name)}.request.json"
     request_file.write_text(json.dumps(request))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(RUNNER), os.environ.get("PYTHONPATH", "")]),
            "HF_HUB_OFFLINE": "1", "TORCHINDUCTOR_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
-    log_path = out / f"{label}.log"
+    log_path = out / f"{label(name)}.log"
     marks: dict[str, float] = {}
     gpu = GpuSampler()
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "videogen_runner", "--request", str(request_file),
-         "--termination-message-path", str(out / f"{label}.termination.json")],
+         "--termination-message-path", str(out / f"{label(name)}.termination.json")],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     with open(log_path, "w") as log:

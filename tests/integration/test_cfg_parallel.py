@@ -3,6 +3,7 @@ computing one guidance pass of a tiny real model, make the video one process mak
 (Splitting the sequence as well needs GPUs: diffusers' context parallelism takes one device per
 process; bench/multi_gpu_check.py checks that on a GPU machine.)"""
 
+import subprocess
 import sys
 
 import numpy as np
@@ -16,8 +17,6 @@ def video(tmp_path, name, request, processes):
     out = tmp_path / f"{name}.npy"
     program = (sys.executable, "-m", "tests.support.one_video", str(tmp_path / f"{name}.json"), str(out))
     if processes == 1:
-        import subprocess
-
         subprocess.run(program, check=True)
     else:
         result = parallel.launch([], processes, request.task_id, program)
