@@ -1,21 +1,34 @@
 #!/usr/bin/env bash
-# Creates (once) the project's Python environment from requirements.lock and prints its path.
-# The environment lives outside the clone, keyed by the lock file's hash, so a fresh clone on
-# the same machine reuses it and a changed lock makes a new one.
+# Prints the path of this clone's Python environment, creating what is missing first.
+#
+# Two layers: the locked packages (torch and the rest, gigabytes) live once per machine outside
+# the clone, keyed by the lock file's hash, so a fresh clone reuses them and a changed lock makes
+# a new set; the project itself is installed in editable mode into a small environment inside
+# the clone (.venv, ignored by git) that reads the shared packages through a .pth file. So two
+# clones on one machine (CI's beside a developer's checkout) share the packages and each imports
+# its own code.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${VIDEOGEN_CACHE:-$HOME/.cache/videogen}
 key=$(cat "$root/requirements.lock" "$root/hack/python-env.sh" | sha256sum | cut -c1-16)
-venv="$cache/venv-$key"
-if [ ! -e "$venv/.complete" ]; then
+shared="$cache/venv-$key"
+own="$root/.venv"
+stamp="$shared $(sha256sum < "$root/pyproject.toml" | cut -c1-16)"  # the console scripts come from pyproject
+if [ ! -e "$shared/.complete" ]; then
   mkdir -p "$cache"
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "uv==0.13.9" >&2
-  rm -rf "$venv"
-  python3 -m uv venv -q --python "$(command -v python3)" "$venv" >&2
-  python3 -m uv pip install -q --python "$venv/bin/python" --require-hashes -r "$root/requirements.lock" >&2
-  touch "$venv/.complete"
+  rm -rf "$shared"
+  python3 -m uv venv -q --python "$(command -v python3)" "$shared" >&2
+  python3 -m uv pip install -q --python "$shared/bin/python" --require-hashes -r "$root/requirements.lock" >&2
+  touch "$shared/.complete"
 fi
-# The project itself is installed editable on every call (cheap), since each clone lives elsewhere:
-# the checkout that ran this last is the one the environment imports.
-python3 -m uv pip install -q --python "$venv/bin/python" --no-deps -e "$root" >&2
-echo "$venv"
+if [ "$(cat "$own/.stamp" 2>/dev/null)" != "$stamp" ]; then
+  rm -rf "$own"
+  python3 -m uv venv -q --python "$(command -v python3)" "$own" >&2
+  packages=$("$shared/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+  # addsitedir, not a plain path line: the shared folder's own .pth files are read too.
+  echo "import site; site.addsitedir('$packages')" > "$("$own/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/videogen-shared.pth"
+  python3 -m uv pip install -q --python "$own/bin/python" --no-deps -e "$root" >&2
+  echo "$stamp" > "$own/.stamp"
+fi
+echo "$own"

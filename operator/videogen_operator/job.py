@@ -5,6 +5,7 @@ Pure functions of the resource and the settings, so tests compare their whole ou
 
 import hashlib
 import os
+import re
 
 from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
@@ -63,10 +64,48 @@ SPEC_PLACE = {"width": ("video", "width"), "height": ("video", "height"), "frame
               "flow_shift": ("sampling", "flowShift"), "sampler": ("sampling", "sampler")}
 
 
+# Job fields that come from the spec: the API server names the Job's field when it refuses one,
+# and the status names the resource's.
+JOB_PLACE = {"spec.template.spec.nodeSelector": "spec.nodeSelector",
+             "spec.template.spec.tolerations": "spec.tolerations",
+             "spec.template.spec.priorityClassName": "spec.priorityClassName",
+             "spec.template.spec.containers[0].image": "spec.runnerImage",
+             "spec.template.spec.containers[0].resources": "spec.resources",
+             "spec.template.spec.volumes[0].persistentVolumeClaim": "spec.model.pvc",
+             "spec.template.spec.volumes[0].hostPath.path": "spec.model.hostPath",
+             "spec.activeDeadlineSeconds": "spec.deadlineSeconds",
+             "spec.ttlSecondsAfterFinished": "spec.ttlSecondsAfterFinished",
+             "spec.backoffLimit": "spec.retries"}
+
+
+def resource_field(job_field: str) -> str:
+    """The resource's field that a field of its Job was built from (the Job's own path otherwise)."""
+    for place, field in JOB_PLACE.items():
+        if job_field == place or job_field.startswith((place + ".", place + "[")):
+            return field + job_field.removeprefix(place)
+    return job_field
+
+
 def spec_field(loc: Loc) -> str:
     """The spec's path (spec.video.frames, spec.loras[0].path) of a field of the runner's request."""
     parts = SPEC_PLACE.get(str(loc[0]), loc[:1]) + tuple(loc[1:]) if loc else ()
     return "spec." + dotted(tuple(p if isinstance(p, int) else to_camel(p) for p in parts))
+
+
+FIELD_AT_START = re.compile(r"([a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*|\[\d+\])*): ")
+SET_BY_THE_OPERATOR = {("output", "path"), ("output", "prefix")}
+
+
+def spec_message(message: str) -> str:
+    """A runner's message, which starts with the request's field it is about (`image: …`), as the
+    resource's (`spec.image: …`); one about a field the operator sets is left as it is."""
+    match = FIELD_AT_START.match(message)
+    if not match:
+        return message
+    loc = tuple(int(part) if part.isdigit() else part for part in re.findall(r"[a-z0-9_]+", match[1]))
+    if (loc[0] not in SPEC_PLACE and loc[0] not in VideoGenerationSpec.model_fields) or loc[:2] in SET_BY_THE_OPERATOR:
+        return message
+    return f"{spec_field(loc)}: {message[match.end():]}"
 
 
 def build_request(spec: VideoGenerationSpec, namespace: str, name: str, settings: Settings) -> GenerationRequest:

@@ -38,6 +38,7 @@ class Leader:
         self.held: dict[str, float] = {}  # lease namespace → when last renewed (monotonic)
         self.known: dict[str, kubernetes.client.V1Lease] = {}  # the Lease as last read or written
         self.seen: dict[str, tuple] = {}  # lease namespace → (holder, renewTime), and when it last changed
+        self.said: dict[str, bool] = {}  # lease namespace → whether this replica last said it leads there
 
     @property
     def renew_seconds(self) -> float:
@@ -54,21 +55,36 @@ class Leader:
     async def run(self) -> None:
         while True:
             for scope in self.scopes:
-                was = self.leading(scope)
                 try:
-                    if await asyncio.to_thread(self.try_hold, scope):
-                        self.held[scope] = time.monotonic()
-                    else:
-                        self.held.pop(scope, None)
+                    held = await asyncio.to_thread(self.try_hold, scope)
                 except Exception as e:  # noqa: BLE001 - the next round tries again
                     log.warning("Lease %s/%s: %s", scope, self.settings.lease_name,
                                 getattr(e, "reason", None) or type(e).__name__)
                     self.known.pop(scope, None)
-                if self.leading(scope) != was:
-                    log.info("%s the Lease %s/%s", "holding" if not was else "lost", scope, self.settings.lease_name)
-                    if not was:
-                        self.on_lead()
+                    held = None
+                self.settle(scope, held)
             await asyncio.sleep(self.renew_seconds)
+
+    def settle(self, scope: str, held: bool | None) -> None:
+        """Records one round (None: the API server did not answer) and says when this replica
+        starts or stops acting, compared with what it last said: a replica paused past its Lease
+        (a frozen node, a stopped process) stopped acting without a round in between, and says so
+        when it resumes."""
+        renewed = self.held.get(scope)
+        if held:
+            self.held[scope] = time.monotonic()
+        elif held is False:
+            self.held.pop(scope, None)
+        leading = self.leading(scope)
+        if leading == self.said.get(scope, False):
+            return
+        self.said[scope] = leading
+        if leading:
+            log.info("holding the Lease %s/%s", scope, self.settings.lease_name)
+            self.on_lead()
+        else:
+            ago = f"{time.monotonic() - renewed:.0f} s ago" if renewed is not None else "never"
+            log.warning("lost the Lease %s/%s (last renewed %s): standing by", scope, self.settings.lease_name, ago)
 
     def try_hold(self, namespace: str) -> bool:
         """One round: renew our Lease, or take it when it has expired; True while it is ours."""

@@ -22,6 +22,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+class RetriesAsWarnings(logging.Filter):
+    """kopf logs every retried API request at ERROR: an API server's restart fills a minute with
+    errors that need nobody. A retry is a warning; a request that gives up stays an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and record.name.startswith("kopf") and "; will retry:" in record.getMessage():
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def own_identity(environ=os.environ) -> str:
     """The operator's name in kopf's annotations: the pod's name (POD_ID, from the downward API),
     else the host name. kopf's own fallback asks the passwd database for the user, which an image
@@ -33,6 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     parse_args(argv)
     settings = Settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RetriesAsWarnings())
     kopf.run(
         standalone=True,  # the Lease elects the active replica (leader.py), not kopf's peering
         clusterwide=not settings.namespaces,

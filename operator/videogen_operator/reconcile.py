@@ -43,6 +43,16 @@ def api_message(error: kubernetes.client.ApiException) -> str:
         return f"{error.reason}: {error.body}"
 
 
+def refusal(error: kubernetes.client.ApiException) -> str:
+    """Why the API server refused a Job, each cause naming the resource's field it came from."""
+    try:
+        causes = json.loads(error.body)["details"]["causes"]
+        return "; ".join(f"{jobs.resource_field(c['field'])}: {c.get('message', '')}" if c.get("field")
+                         else c.get("message", "") for c in causes)
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return api_message(error)
+
+
 # --- what the indexes keep: only the fields the status needs, so that memory stays small ----------
 
 def trim_videogeneration(body: dict) -> dict:
@@ -315,7 +325,7 @@ class Reconciler:
             created = await self.call("jobs", self.api.create_namespaced_job, meta["namespace"], manifest)
         except kubernetes.client.ApiException as e:
             if e.status in (400, 422):
-                self.refused[meta["uid"]] = f"the Job was refused: {api_message(e)}"[:1000]
+                self.refused[meta["uid"]] = f"the Job was refused: {refusal(e)}"[:1000]
                 return
             if e.status != 409:
                 raise

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
+from videogen_operator.job import spec_message
 from videogen_operator.models import VideoGenerationSpec
 from videogen_runner.progress import ProgressState
 from videogen_runner.result import RunResult
@@ -83,7 +84,8 @@ def phase_of(spec: VideoGenerationSpec, job: dict | None, pods: list[dict],
         if failed.get("reason") == "DeadlineExceeded":  # the killed pod's own message is only a consequence
             return "Failed", "DeadlineExceeded", failed.get("message", "")
         if isinstance(result, RunResult):
-            return "Failed", result.reason or failed["reason"], result.message or failed.get("message", "")
+            message = spec_message(result.message or failed.get("message", ""))
+            return "Failed", result.reason or failed["reason"], message
         return "Failed", failed.get("reason", "JobFailed"), result or failed.get("message", "")
     if job.get("spec", {}).get("suspend"):
         if spec.suspend:
@@ -107,7 +109,8 @@ def phase_of(spec: VideoGenerationSpec, job: dict | None, pods: list[dict],
         return "Running", "Generating", "the runner is generating"
     if status.get("phase") == "Failed":  # the Job controller is about to retry
         result = run_result(pod)
-        why = f"{result.reason}: {result.message}" if isinstance(result, RunResult) else (result or "pod failed")
+        why = (f"{result.reason}: {spec_message(result.message or '')}" if isinstance(result, RunResult)
+               else result or "pod failed")
         return "Pending", "Retrying", f"attempt failed ({why}); retrying"
     return "Running", "Finishing", "the runner has finished; waiting for the Job"
 

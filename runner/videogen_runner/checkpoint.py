@@ -95,14 +95,16 @@ def decode(data: bytes, print_: str, device: torch.device) -> Checkpoint:
     """The checkpoint in `data`, or InvalidCheckpoint: it is checked before anything is used."""
     metadata = header(data, print_)
     try:
-        tensors = load_tensors(data)
+        # Copied out of `data` into tensors of their own: views into a bytes object are not aligned as
+        # torch's allocations are, and some CPU kernels compute other last bits on unaligned inputs.
+        tensors = {name: tensor.to(device, copy=True) for name, tensor in load_tensors(data).items()}
         solver = {}
         for name, entry in json.loads(metadata["solver"]).items():
-            items = [tensors[f"solver.{name}.{i}"].to(device) if item == "tensor" else item
+            items = [tensors[f"solver.{name}.{i}"] if item == "tensor" else item
                      for i, item in enumerate(entry["items"])]
             solver[name] = items if entry["list"] else items[0]
         return Checkpoint(steps_done=int(metadata["steps_done"]), seed=int(metadata["seed"]),
-                          latents=tensors["latents"].to(device), solver=solver, expert=metadata["expert"])
+                          latents=tensors["latents"], solver=solver, expert=metadata["expert"])
     except Exception as e:  # any malformed input: a truncated file, missing tensors, odd values
         raise InvalidCheckpoint(f"unreadable: {type(e).__name__}: {e}") from None
 

@@ -9,12 +9,31 @@ once decoding ends.
 
 import hashlib
 import queue
+import tempfile
 import threading
 from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
 import torch
+
+from videogen_runner.errors import InvalidRequest
+
+
+def destination(path: str, task_id: str) -> Path:
+    """Where the MP4 goes: `path`, or `<task_id>.mp4` inside it when it names a folder (one that
+    exists, or any path ending in /), as the original script's --output_path did. Its folder is
+    made and tried for writing here, before any GPU work that could not be saved."""
+    target = Path(path)
+    if path.endswith("/") or target.is_dir():
+        target = target / f"{task_id}.mp4"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=target.parent):
+            pass
+    except OSError as e:
+        raise InvalidRequest(f"output.path: cannot write into {target.parent}: {e.strerror or e}") from e
+    return target
 
 
 def to_uint8_video(frames: torch.Tensor) -> np.ndarray:

@@ -31,10 +31,11 @@ def run(request: GenerationRequest, reporter: ProgressReporter, timings: Timings
 def generate(request: GenerationRequest, reporter: ProgressReporter, timings: Timings, started: float) -> RunResult:
     # Every rank of a multi-GPU run reads the task's checkpoints; rank 0 alone writes them.
     store = checkpoint.store_for(request, lambda: storage.s3_client(request.output))
-    main, path = parallel.is_main(), Path(request.output.path)
+    main = parallel.is_main()
+    path = export.destination(request.output.path, request.task_id) if main else None  # writable, or fail now
 
     # 1. An earlier attempt that finished the video but could not upload it: only upload.
-    kept = checkpoint.kept_video(store, request, path if main else None) if store else None
+    kept = checkpoint.kept_video(store, request, path) if store else None
     if kept is not None:
         video, seed = kept
         if not main:
@@ -42,7 +43,8 @@ def generate(request: GenerationRequest, reporter: ProgressReporter, timings: Ti
         return finish(request, reporter, timings, started, video, seed, store, attention_backend=None,
                       resumed_from=request.steps)
 
-    # 2. Check what needs the filesystem or network, before the expensive load.
+    # 2. Check what needs the filesystem or network, before the expensive load (the output's folder
+    #    was tried above).
     model_folder.check(request)
     image = storage.fetch_image(request.image, request.output) if request.image else None
 

@@ -13,6 +13,7 @@ from videogen_runner.request import GenerationRequest
 
 log = logging.getLogger(__name__)
 READ_CHUNK = 16 << 20
+TRUSTED_LIBRARIES = {"diffusers", "transformers"}  # what a model_index.json may name classes from
 
 
 def read_model_index(path: str) -> dict:
@@ -35,7 +36,9 @@ def infer_preset(path: str) -> str:
 
 
 def check(request: GenerationRequest) -> None:
-    """Fails before loading when the folder is not the family the request names."""
+    """Fails before loading when the folder is not the family the request names, or would run
+    code of its own."""
+    check_no_code(request.model.path)
     found = infer_preset(request.model.path)
     if found != request.model.preset:
         raise ModelNotFound(
@@ -43,6 +46,26 @@ def check(request: GenerationRequest) -> None:
     for lora in request.loras:
         if not Path(lora.path).exists():
             raise ModelNotFound(f"loras: no LoRA at {lora.path}")
+
+
+def check_no_code(path: str) -> None:
+    """A folder whose components are classes of its own (a module beside the weights, or a
+    config's `auto_map`) would need `trust_remote_code`: code from the model folder, which the
+    runner never runs. Permanent: the same folder fails the same way on every attempt."""
+    for name, entry in read_model_index(path).items():
+        if name.startswith("_") or not isinstance(entry, list) or not entry or entry[0] is None:
+            continue
+        if entry[0] not in TRUSTED_LIBRARIES:
+            raise ModelNotFound(f"model.path: {path} names {name} as {'.'.join(map(str, entry))}, code that "
+                                f"comes with the model; only {sorted(TRUSTED_LIBRARIES)} classes are loaded")
+        for config in (Path(path) / name / "config.json", Path(path) / name / "tokenizer_config.json"):
+            try:
+                auto_map = json.loads(config.read_text()).get("auto_map") if config.is_file() else None
+            except (OSError, ValueError, AttributeError) as e:
+                raise ModelNotFound(f"model.path: unreadable {config}: {e}") from e
+            if auto_map:
+                raise ModelNotFound(f"model.path: {config} maps its classes to code that comes with the model "
+                                    f"(auto_map); only {sorted(TRUSTED_LIBRARIES)} classes are loaded")
 
 
 def attention_heads(path: str) -> int:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MAX_SEQUENCE_LENGTH = 512  # UMT5 tokens, as Wan2.2 was trained
+ALIGNMENT = 64  # bytes: what torch's CPU allocator gives every tensor it allocates
 
 
 @dataclass
@@ -70,7 +71,25 @@ def load(request: GenerationRequest) -> LoadedPipeline:
         vae.to(device)  # not part of the balanced map: decode on the first GPU, not the CPU
     pipe = pipeline_class(request).from_pretrained(path, vae=vae, dtype=dtype, device_map=device_map,
                                                    **transformers)
+    if device.type == "cpu":
+        own_aligned_memory(pipe)
     return configure(pipe, request, device)
+
+
+def own_aligned_memory(pipe) -> None:
+    """Moves the weights that are views into the memory-mapped safetensors files into memory of
+    the process's own. Such views start wherever the file puts them (not on a 64-byte boundary),
+    and CPU kernels (oneDNN, BLAS) take another code path for unaligned operands on some
+    processors: the same weights loaded serially or in the background (background_load.py, whose
+    parameters torch allocates, aligned) gave videos that differed in the last bits on AMD EPYC.
+    Aligned everywhere, the same request computes the same video whichever way it was loaded."""
+    with torch.no_grad():
+        for component in pipe.components.values():
+            if not isinstance(component, torch.nn.Module):
+                continue
+            for tensor in (*component.parameters(), *component.buffers()):
+                if tensor.device.type == "cpu" and tensor.data_ptr() % ALIGNMENT:
+                    tensor.data = tensor.data.clone()
 
 
 def configure(pipe, request: GenerationRequest, device: torch.device) -> LoadedPipeline:

@@ -117,7 +117,8 @@ class Lora(Strict):
 class Output(Strict):
     """Where the MP4 goes: always a local file, and S3 when a bucket is given."""
 
-    path: str = Field(default="/tmp/videogen/output.mp4", description="Local MP4 path.")
+    path: str = Field(default="/tmp/videogen/output.mp4", min_length=1, description="Local MP4 path, or a folder "
+                      "(one that exists, or a path ending in /) to write <task_id>.mp4 into.")
     bucket: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
     key: str = Field(
         default="{task_id}.mp4",
@@ -303,9 +304,8 @@ class GenerationRequest(Strict):
         self.object_key(seed=self.seed or 0)
         if self.image and self.image.startswith("s3://"):
             bucket, _, key = self.image.removeprefix("s3://").partition("/")
-            if not bucket or (problem := key_problem(key)):
-                raise invalid(("image",), f"must be s3://bucket/key with a safe key: {problem or 'no bucket'}",
-                              self.image)
+            if problem := ("no bucket" if not bucket else key_problem(key)):
+                raise invalid(("image",), f"must be s3://bucket/key with a safe key: {problem}", self.image)
             if not key.startswith(self.output.prefix):
                 raise invalid(("image",), f"{self.image} is outside this request's folder "
                               f"{self.output.prefix!r}: only objects under it can be read", self.image)

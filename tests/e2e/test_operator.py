@@ -226,7 +226,7 @@ def test_a_runner_failure_ends_failed_with_its_reason(operator, namespace, tiny_
     ("node-secrets", {"model": {"preset": "ti2v-5b", "hostPath": "/var/lib/kubelet", "path": "pods"}},
      "spec.model.hostPath: /var/lib/kubelet is not under an allowed folder"),
     ("jump-the-queue", {"priorityClassName": "system-cluster-critical"}, "spec.priorityClassName"),
-    ("bad-selector", {"nodeSelector": {"gpu": "not a label value!"}}, "spec.template.spec.nodeSelector: Invalid"),
+    ("bad-selector", {"nodeSelector": {"gpu": "not a label value!"}}, "spec.nodeSelector: Invalid value"),
 ])
 def test_what_only_the_operator_can_judge_is_invalid_spec(operator, namespace, tiny_models, name, spec, field):
     apply(operator.cluster, namespace, tiny_manifest(tiny_models, name, **spec))

@@ -5,6 +5,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -154,6 +155,9 @@ def test_s3_down_is_a_retryable_upload_failure(tiny_models, s3, s3_server, redis
         ({"reporting": {"redis_url": "redis://:secret@127.0.0.1:1/0"}}, "reporting.redis_url"),
         ({"model": {"preset": "ti2v-5b", "path": "/models/../../etc"}}, "model.path"),
         ({"loras": [{"path": "/models/../../../etc/passwd"}]}, "loras[0].path"),
+        # An output folder that cannot be written: known before any GPU work, not after it.
+        ({"output": {"path": "/dev/null/out.mp4"}}, "output.path"),
+        ({"output": {"path": "/proc/videogen/"}}, "output.path"),
     ],
 )
 def test_bad_requests_fail_fast_naming_the_field(overrides, field, tiny_models, s3, redis_client, redis_server,
@@ -199,6 +203,25 @@ def test_missing_or_wrong_model_is_permanent(tiny_models, s3, redis_server, tmp_
         assert f"holds a {folder} model, not a {preset} model" in result["message"]
 
 
+@pytest.mark.parametrize("component, file, change", [
+    (None, "model_index.json", {"transformer": ["wan_custom", "FastTransformer"]}),
+    ("text_encoder", "config.json", {"auto_map": {"AutoModel": "modeling_custom.Encoder"}}),
+    ("tokenizer", "tokenizer_config.json", {"auto_map": {"AutoTokenizer": ["tok.Custom", None]}}),
+])
+def test_a_model_folder_that_would_run_its_own_code_is_permanent(component, file, change, tiny_models, s3,
+                                                                  redis_server, tmp_path):
+    """trust_remote_code is never given: such a folder fails at once, not after retries."""
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_models["ti2v-5b"], folder)
+    path = folder / component / file if component else folder / file
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    request = request_for("ti2v-5b", tiny_models, s3, redis_server.url, tmp_path,
+                          model={"preset": "ti2v-5b", "path": str(folder)})
+    code, result, _ = run_runner(request, tmp_path)
+    assert (code, result["reason"]) == (11, "ModelNotFound")
+    assert result["message"].startswith("model.path: ") and "code that comes with the model" in result["message"]
+
+
 def test_sigterm_stops_cleanly_with_a_retryable_code(tiny_models, s3, redis_client, redis_server, tmp_path):
     request = request_for("ti2v-5b", tiny_models, s3, redis_server.url, tmp_path, steps=150)
     process = start_runner(request, tmp_path)
@@ -214,9 +237,12 @@ def test_sigterm_stops_cleanly_with_a_retryable_code(tiny_models, s3, redis_clie
 
 
 def test_legacy_command_line(tiny_models, s3, redis_client, redis_server, tmp_path):
-    """The flags of the original generate_final.py still work, without a JSON request."""
+    """The flags of the original generate_final.py still work, without a JSON request; its
+    --output_path names a mounted folder, and the file is named per task inside it."""
     port = redis_server.url.rsplit(":", 1)[1].split("/")[0]
-    args = ["--model_path", str(tiny_models["t2v-a14b"]), "--output_path", str(tmp_path / "out.mp4"),
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    args = ["--model_path", str(tiny_models["t2v-a14b"]), "--output_path", str(outputs),
             "--prompt", "a red fox running in the snow", "--task_id", "legacy-1", "--redis_host", "127.0.0.1",
             "--redis_port", port, "--s3_bucket", s3.bucket, "--s3_endpoint_url", s3.meta.endpoint_url,
             "--size", "64*64", "--frame_num", "5", "--sample_steps", "2", "--base_seed", "3"]
@@ -226,5 +252,6 @@ def test_legacy_command_line(tiny_models, s3, redis_client, redis_server, tmp_pa
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["output"]["uri"] == f"s3://{s3.bucket}/legacy-1.mp4"
-    assert result["output"]["frames"] == 5
+    assert result["output"]["frames"] == 5 and result["output"]["path"] == str(outputs / "legacy-1.mp4")
+    assert iio.imread(outputs / "legacy-1.mp4").shape == (5, 64, 64, 3)
     assert redis_client.hget("videogen:task:legacy-1", "status") == "succeeded"

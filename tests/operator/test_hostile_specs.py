@@ -103,6 +103,10 @@ OPERATOR = [
      "spec.image: s3://videos/team-a/private-frame.png is outside this request's folder 'team-b/'"),
     ({"model": I2V, "image": "s3://videos/team-b/../team-a/private-frame.png"}, "spec.image: must be s3://"),
     ({"model": I2V, "image": "s3://videos/team-b//x.png"}, "spec.image: must be s3://"),
+    *[({"model": I2V, "image": image}, f"spec.image: must be s3://bucket/key with a safe key: {problem}")
+      for image, problem in (("s3:///nokey", "no bucket"), ("s3://", "no bucket"), ("s3:///", "no bucket"),
+                             ("s3://videos", "'' is not a safe object key"),
+                             ("s3://videos/", "'' is not a safe object key"))],
     ({"model": I2V, "image": "https://[64:ff9b::7f00:1]/x.png"}, "spec.image: host 64:ff9b::7f00:1 (that is 127"),
     ({"video": {"frames": 80}}, "spec.video.frames: must be 4k+1"),
     ({"sampling": {"guidanceScale2": 2}, "model": {"preset": "ti2v-5b", "pvc": {"claimName": "m"}}},

@@ -5,7 +5,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from videogen_operator.job import build_job, build_request, job_name, task_id
+from videogen_operator.job import build_job, build_request, job_name, resource_field, spec_message, task_id
 from videogen_operator.models import VideoGenerationSpec
 from videogen_operator.settings import Settings
 
@@ -100,6 +100,31 @@ def test_request_errors_name_the_field():
     b = body(output={"key": "{task_id}/{nope}"})
     with pytest.raises(ValidationError, match="unknown template fields"):
         build_request(VideoGenerationSpec.model_validate(b["spec"]), "team-a", "fox", SETTINGS)
+
+
+def test_the_job_fields_the_api_server_refuses_are_named_as_the_resources():
+    job, _ = build(nodeSelector={"gpu": "h100"}, tolerations=[{"key": "gpu", "operator": "Exists"}])
+    assert job["spec"]["template"]["spec"]["nodeSelector"] == {"gpu": "h100"}  # where the table says it is
+    assert resource_field("spec.template.spec.nodeSelector") == "spec.nodeSelector"
+    assert resource_field("spec.template.spec.tolerations[0].key") == "spec.tolerations[0].key"
+    assert resource_field("spec.template.spec.containers[0].resources.limits") == "spec.resources.limits"
+    assert resource_field("spec.template.spec.nodeSelectorX") == "spec.template.spec.nodeSelectorX"
+    assert resource_field("spec.template.spec.securityContext") == "spec.template.spec.securityContext"
+
+
+@pytest.mark.parametrize("message, shown", [
+    ("image: images.example resolves to 127.0.0.1 (loopback)", "spec.image: images.example resolves to 127.0.0.1"),
+    ("frames: must be 4k+1", "spec.video.frames: must be 4k+1"),
+    ("guidance_scale_2: too big", "spec.sampling.guidanceScale2: too big"),
+    ("loras[1].path: no LoRA", "spec.loras[1].path: no LoRA"),
+    ("model.path: no diffusers model at /models/x", "spec.model.path: no diffusers model at /models/x"),
+    ("output.path: cannot write into /tmp", "output.path: cannot write into /tmp"),  # the operator's, not the spec's
+    ("task_id: odd", "task_id: odd"),
+    ("stopped by SIGTERM", "stopped by SIGTERM"),
+    ("RuntimeError: x: y", "RuntimeError: x: y"),
+])
+def test_a_runners_message_names_the_resources_field(message, shown):
+    assert spec_message(message).startswith(shown)
 
 
 def test_a_compile_cache_claim_keeps_compiled_kernels_for_later_pods():

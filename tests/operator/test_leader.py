@@ -22,10 +22,7 @@ def leaders(cluster, namespaces, **settings):
 def rounds(*leaders_):
     for leader in leaders_:
         for scope in leader.scopes:
-            if leader.try_hold(scope):
-                leader.held[scope] = time.monotonic()
-            else:
-                leader.held.pop(scope, None)
+            leader.settle(scope, leader.try_hold(scope))
 
 
 def test_one_holder_and_a_takeover_after_expiry_or_release(kube_apiserver, kube_namespace):
@@ -51,3 +48,20 @@ def test_two_releases_watching_one_namespace_never_both_act(kube_apiserver, kube
         kube_apiserver, [kube_namespace], lease_namespace="elsewhere")
     rounds(one, two)
     assert one.leading(kube_namespace) != two.leading(kube_namespace)
+
+
+def test_a_leader_paused_past_its_lease_says_it_lost_it_when_it_resumes(kube_apiserver, kube_namespace, caplog):
+    one, two = leaders(kube_apiserver, [kube_namespace])
+    rounds(one, two)
+    time.sleep(3.5)  # one is paused (a frozen node): no round, no renewal; two takes over
+    rounds(two)
+    assert two.leading(kube_namespace) and not one.leading(kube_namespace)
+    with caplog.at_level("INFO", logger="videogen_operator.leader"):
+        rounds(one)  # resumed: its renewal is refused
+    lost = [r for r in caplog.records if "lost the Lease" in r.getMessage()]
+    assert len(lost) == 1 and lost[0].levelname == "WARNING" and f"{kube_namespace}/" in lost[0].getMessage()
+    assert "last renewed 3 s ago" in lost[0].getMessage() or "last renewed 4 s ago" in lost[0].getMessage()
+    caplog.clear()
+    with caplog.at_level("INFO", logger="videogen_operator.leader"):
+        rounds(one)  # said once, not on every round
+    assert not [r for r in caplog.records if "Lease" in r.getMessage()]

@@ -80,7 +80,7 @@ def test_failed_takes_the_runners_reason():
     result = RunResult(task_id="t", status="failed", exit_code=11, reason="ModelNotFound", message="model.path: none")
     s = status(job([("Failed", {"reason": "PodFailurePolicy", "lastTransitionTime": "t5"})], failed=1),
                [pod("Failed", state=terminated(result))])
-    assert (s["phase"], s["reason"], s["message"]) == ("Failed", "ModelNotFound", "model.path: none")
+    assert (s["phase"], s["reason"], s["message"]) == ("Failed", "ModelNotFound", "spec.model.path: none")
     assert s["completionTime"] == "t5"
 
 

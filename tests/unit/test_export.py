@@ -3,6 +3,8 @@ import numpy as np
 import pytest
 import torch
 
+from videogen_runner import export
+from videogen_runner.errors import InvalidRequest
 from videogen_runner.export import Mp4Writer, to_uint8_video, write_mp4
 
 
@@ -67,3 +69,17 @@ def test_an_aborted_video_leaves_no_partial_file(tmp_path):
     writer.add_uint8(noise_video(5))
     writer.abort()
     assert not (tmp_path / "video.mp4").exists()
+
+
+def test_a_folder_as_output_path_gets_a_file_named_per_task(tmp_path):
+    (tmp_path / "mounted").mkdir()
+    assert export.destination(str(tmp_path / "mounted"), "task-1") == tmp_path / "mounted" / "task-1.mp4"
+    assert export.destination(f"{tmp_path}/new/", "task-1") == tmp_path / "new" / "task-1.mp4"
+    assert (tmp_path / "new").is_dir()  # made now, not after the GPU work
+    assert export.destination(str(tmp_path / "a" / "b.mp4"), "task-1") == tmp_path / "a" / "b.mp4"
+
+
+def test_an_output_path_that_cannot_be_written_is_refused_naming_the_field(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InvalidRequest, match=r"^output.path: cannot write into .*file"):
+        export.destination(str(tmp_path / "file" / "out.mp4"), "task-1")
