@@ -74,7 +74,6 @@ JOB_PLACE = {"spec.template.spec.nodeSelector": "spec.nodeSelector",
              "spec.template.spec.volumes[0].persistentVolumeClaim": "spec.model.pvc",
              "spec.template.spec.volumes[0].hostPath.path": "spec.model.hostPath",
              "spec.activeDeadlineSeconds": "spec.deadlineSeconds",
-             "spec.ttlSecondsAfterFinished": "spec.ttlSecondsAfterFinished",
              "spec.backoffLimit": "spec.retries"}
 
 
@@ -143,7 +142,7 @@ def build_request(spec: VideoGenerationSpec, namespace: str, name: str, settings
                         **({"folder": f"{CHECKPOINTS}/{task_id(namespace, name)}"}
                            if settings.checkpoint_claim else {})},
         "reporting": {"redis_url": spec.reporting.redis_url or settings.redis_url,
-                      "key_prefix": settings.redis_key_prefix},
+                      "key_prefix": settings.redis_key_prefix, "namespace": namespace},
         "acceleration": spec.acceleration.model_dump(),
     })
 
@@ -184,6 +183,12 @@ def inside(path: str, folders: list[str]) -> bool:
     return any(path == os.path.normpath(f) or path.startswith(os.path.normpath(f).rstrip("/") + "/") for f in folders)
 
 
+def job_ttl(spec: VideoGenerationSpec, settings: Settings) -> int | None:
+    """The finished Job's time to live, given to it once its outcome is in the resource's status:
+    a Job that vanished before the operator read it would leave the outcome unknown."""
+    return spec.ttl_seconds_after_finished if spec.ttl_seconds_after_finished is not None else settings.job_ttl_seconds
+
+
 def secret_env(variable: str, secret: str, key: str, optional: bool = False) -> dict:
     return {"name": variable, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": optional}}}
 
@@ -213,7 +218,9 @@ def build_job(body: dict, spec: VideoGenerationSpec, request: GenerationRequest,
         password = spec.reporting.password_secret
         env.append(secret_env("REDIS_PASSWORD", password.name, password.key))
     elif settings.redis_password_secret and spec.reporting.redis_url is None:
-        env.append(secret_env("REDIS_PASSWORD", settings.redis_password_secret, "REDIS_PASSWORD", optional=True))
+        # The namespace's Redis user (ACLs fence it to its own keys and channel), or the default user.
+        env += [secret_env(variable, settings.redis_password_secret, variable, optional=True)
+                for variable in ("REDIS_USERNAME", "REDIS_PASSWORD")]
 
     limits = {}
     if spec.resources.gpus:
@@ -268,11 +275,10 @@ def build_job(body: dict, spec: VideoGenerationSpec, request: GenerationRequest,
     }
 
     # 3. The Job: permanent exit codes fail it at once, disruptions don't count as attempts.
+    #    No TTL yet: the Job stays until the operator has recorded its outcome (job_ttl).
     deadline = spec.deadline_seconds or settings.deadline_seconds
-    ttl = spec.ttl_seconds_after_finished if spec.ttl_seconds_after_finished is not None else settings.job_ttl_seconds
     job_spec = {
         "backoffLimit": spec.retries,
-        "ttlSecondsAfterFinished": ttl,
         # Kueue admits a queued Job by un-suspending it; the operator only ever adds a stop.
         "suspend": spec.suspend or bool(spec.queue_name),
         "podFailurePolicy": {"rules": [

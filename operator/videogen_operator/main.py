@@ -27,7 +27,8 @@ class RetriesAsWarnings(logging.Filter):
     errors that need nobody. A retry is a warning; a request that gives up stays an error."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.ERROR and record.name.startswith("kopf") and "; will retry:" in record.getMessage():
+        retried = record.name.startswith("kopf") and "; will retry:" in record.getMessage()
+        if record.levelno == logging.ERROR and retried:
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 

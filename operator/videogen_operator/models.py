@@ -12,7 +12,7 @@ from pydantic.alias_generators import to_camel
 
 from videogen_runner.addresses import NON_PUBLIC
 from videogen_runner.presets import PRESETS, PresetName, Task
-from videogen_runner.request import MAX_PROMPT_CHARS
+from videogen_runner.request import MAX_PROMPT_CHARS, AttentionBackend
 from videogen_runner.result import Timings
 
 GROUP = "videogen.io"
@@ -140,7 +140,8 @@ class Reporting(Model):
 
 
 class Acceleration(Model):
-    attention_backend: str = Field(default="auto", pattern=r"^[a-z0-9_]+$", description="auto, or a diffusers backend.")
+    attention_backend: AttentionBackend = Field(default="auto", description="auto (the fastest that runs on the "
+                                                "pod's GPU), or a diffusers backend.")
     compile: bool = Field(default=True, description="Regional torch.compile of the transformer blocks.")
     offload: Literal["none", "model", "sequential"] = Field(default="none", description="CPU offload.")
     step_cache: Literal["none", "first_block", "taylorseer"] = Field(

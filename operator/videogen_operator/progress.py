@@ -26,7 +26,8 @@ class ProgressSource:
 
     def __init__(self, settings: Settings):
         self.keys = ProgressKeys(settings.redis_key_prefix)
-        options = {"password": settings.redis_password, "socket_connect_timeout": 2, "decode_responses": True}
+        options = {"username": settings.redis_username, "password": settings.redis_password,
+                   "socket_connect_timeout": 2, "decode_responses": True}
         self.client = redis.asyncio.Redis.from_url(settings.redis_url, socket_timeout=2, **options)
         # The subscriber waits for messages without a read timeout, and pings to notice a lost server.
         self.subscriber = redis.asyncio.Redis.from_url(settings.redis_url, health_check_interval=10, **options)
@@ -60,20 +61,32 @@ class ProgressSource:
             self.failed(e)
             return None
         self.answered()
-        return ProgressState.from_hash(fields)
+        state = ProgressState.from_hash(fields)
+        return state if state is not None and state.task_id == task else None  # another task's copy: not its own
 
     async def follow(self, nudged, reconnected) -> None:
-        """The runners' nudges on Redis' channel. After a reconnect, `reconnected()`: nudges sent
-        meanwhile are lost."""
+        """The runners' nudges on every namespace's channel; a nudge for a task of another namespace
+        than its channel's is dropped (with ACLs, a namespace can publish only on its own). After a
+        reconnect, `reconnected()`: nudges sent meanwhile are lost."""
         while True:
             try:
                 async with self.subscriber.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(self.keys.channel)
+                    await pubsub.psubscribe(self.keys.every_namespace_channel)
                     self.answered()
                     reconnected()
                     async for message in pubsub.listen():
                         metrics.PROGRESS_UPDATES.inc()
-                        nudged(message["data"])
+                        if self.own(message["channel"], message["data"]):
+                            nudged(message["data"])
             except redis.RedisError as e:
                 self.failed(e)
                 await asyncio.sleep(REDIS_RETRY_S)
+
+    def own(self, channel: str, task: str) -> bool:
+        """Whether a nudge came on the channel of the task's own namespace."""
+        namespace = self.keys.namespace_of(channel)
+        if namespace and task.startswith(f"{namespace}."):
+            return True
+        metrics.PROGRESS_FOREIGN.inc()  # counted, not logged: a tenant could flood the log
+        log.debug("nudge for task %.200r on channel %.200r ignored: not that namespace's", task, channel)
+        return False

@@ -67,7 +67,7 @@ def trim_job(job: dict) -> dict:
     return {"metadata": {"name": meta["name"], "uid": meta["uid"],
                          "owners": [o["uid"] for o in meta.get("ownerReferences") or []],
                          "deletionTimestamp": meta.get("deletionTimestamp")},
-            "spec": {"suspend": (job.get("spec") or {}).get("suspend")},
+            "spec": {k: (job.get("spec") or {}).get(k) for k in ("suspend", "ttlSecondsAfterFinished")},
             "status": {k: status[k] for k in ("active", "failed", "succeeded", "startTime", "completionTime",
                                               "conditions") if k in status}}
 
@@ -83,14 +83,19 @@ def trim_pod(pod: dict) -> dict:
                                              if c.get("name") == "runner"]}}
 
 
-def job_action(o: Observation, status: dict) -> str | None:
-    """What the Job needs: create, suspend, resume, delete, or nothing. Never a second Job for a
-    resource whose first is gone (lost_job). The user's suspend only ever adds a stop: without
-    Kueue it suspends the Job; with Kueue (which un-suspends what it admits) the Job is deleted,
-    and created again on resume."""
+def job_action(o: Observation, status: dict, ttl: int | None = None) -> str | None:
+    """What the Job needs: create, suspend, resume, delete, expire (its TTL, `ttl`), or nothing.
+    Never a second Job for a resource whose first is gone (lost_job). A finished Job gets its TTL
+    only once its outcome is in the status as stored (o.old), never before. The user's suspend only
+    ever adds a stop: without Kueue it suspends the Job; with Kueue (which un-suspends what it
+    admits) the Job is deleted, and created again on resume."""
     spec, job = o.spec, o.job
-    if spec is None or status["phase"] in TERMINAL:
+    if spec is None:
         return None
+    if status["phase"] in TERMINAL:
+        recorded = o.old.get("phase") in TERMINAL
+        expires = job is not None and job["spec"].get("ttlSecondsAfterFinished") is None and ttl is not None
+        return "expire" if recorded and expires and not job["metadata"].get("deletionTimestamp") else None
     if job is None:
         return None if lost_job(o) or (spec.suspend and spec.queue_name) else "create"
     if job["metadata"].get("deletionTimestamp"):
@@ -286,7 +291,7 @@ class Reconciler:
         o = await self.observe(key, body)
         # 2. The Job it needs.
         status = compute_status(o)
-        action = job_action(o, status)
+        action = job_action(o, status, jobs.job_ttl(o.spec, self.settings) if o.spec else None)
         if action is not None:
             await self.act(action, key, body, o.spec)
             o = await self.observe(key, body)
@@ -312,6 +317,9 @@ class Reconciler:
         elif action == "delete":
             await self.call("jobs", self.api.delete_namespaced_job, name, key[0],
                             propagation_policy="Background")
+        elif action == "expire":
+            await self.call("jobs", self.api.patch_namespaced_job, name, key[0],
+                            {"spec": {"ttlSecondsAfterFinished": jobs.job_ttl(spec, self.settings)}})
         else:
             await self.call("jobs", self.api.patch_namespaced_job, name, key[0],
                             {"spec": {"suspend": action == "suspend"}})
@@ -371,8 +379,10 @@ class Reconciler:
     # --- what nudges the writers --------------------------------------------------------------
 
     def unfinished(self) -> list[Key]:
-        return [key for key, found in self.indexes["videogenerations"].items()
-                for body in found if (body.get("status") or {}).get("phase") not in TERMINAL]
+        """Resources whose writer has work left: not yet terminal, or a finished Job without its TTL."""
+        return [key for key, found in self.indexes["videogenerations"].items() for body in found
+                if (body.get("status") or {}).get("phase") not in TERMINAL
+                or any(j["spec"].get("ttlSecondsAfterFinished") is None for j in self.indexes["jobs"].get(key, []))]
 
     def nudge_all(self) -> None:
         for key in self.unfinished():

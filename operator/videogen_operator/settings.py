@@ -28,10 +28,16 @@ class Settings(BaseSettings):
     s3_credentials_secret: str | None = Field(
         default=None, description="Default Secret (in the resource's namespace) with AWS_ACCESS_KEY_ID/SECRET.")
     redis_url: str | None = Field(default=None, description="Default Redis for progress, and the operator's own.")
-    redis_password_secret: str | None = Field(default=None, description="Secret with key REDIS_PASSWORD.")
+    redis_password_secret: str | None = Field(
+        default=None, description="Secret, in each resource's namespace, with key REDIS_PASSWORD and optionally "
+        "REDIS_USERNAME (the namespace's Redis ACL user) for runner pods.")
+    redis_username: str | None = Field(default=None, description="The operator's own Redis ACL user (default: "
+                                       "Redis' default user).")
     redis_password: str | None = Field(default=None, description="The operator's own Redis password.")
     redis_key_prefix: str = "videogen"
-    job_ttl_seconds: int = Field(default=24 * 3600, description="Default ttlSecondsAfterFinished of Jobs.")
+    job_ttl_seconds: int | None = Field(
+        default=24 * 3600, ge=0, description="Default ttlSecondsAfterFinished of Jobs, given to a finished Job once "
+        "its outcome is in the resource's status; unset: finished Jobs stay until their resource is deleted.")
     deadline_seconds: int | None = Field(default=None, description="Default activeDeadlineSeconds.")
     scratch_size: str = Field(default="32Gi", description="Size limit of the pod's writable /tmp.")
     default_cpu: str | None = Field(default=None, description="CPU of runner pods whose resource sets none.")

@@ -140,7 +140,9 @@ def compute_status(o: Observation) -> dict:
     if o.invalid is not None:
         phase, reason, message = "Failed", "InvalidSpec", o.invalid
     elif o.job is None and lost_job(o) and o.spec is not None:
-        phase, reason, message = recovered(o)
+        phase, reason, message = "Failed", "JobLost", (
+            f"its Job {o.old['jobName']} is gone and its outcome was never recorded (deleted by hand?); the video "
+            "is not generated again: create a new resource to retry")
     else:
         phase, reason, message = phase_of(o.spec, o.job, o.pods, o.creation_failure)
     status = {"phase": phase, "reason": reason, "message": message[:2000], "observedGeneration": generation}
@@ -179,54 +181,37 @@ def compute_status(o: Observation) -> dict:
 
 
 def lost_job(o: Observation) -> bool:
-    """Whether a Job ran for this resource and is gone (it finished and its TTL removed it while the
-    operator was away, or someone deleted it): creating another would generate the video twice.
-    A Job ran when status names it, or when the runner wrote to Redis after the resource was
-    created (the status naming the Job may have been lost with the operator). A queued resource's
-    Job deleted by `suspend` is not lost: resuming creates it anew."""
-    ran_before = o.old.get("jobName") or fresh(o.progress, o.meta.get("creationTimestamp"))
-    return bool(ran_before) and o.old.get("phase") != "Suspended" and not (o.spec and o.spec.suspend)
-
-
-def recovered(o: Observation) -> tuple[str, str, str]:
-    """The outcome of a lost Job, from the runner's result in Redis; else a clear reason."""
-    result = o.progress.run_result() if fresh(o.progress, o.meta.get("creationTimestamp")) else None
-    if result is None and o.live_progress is not None and not o.live_progress[0]:
-        return (o.old.get("phase") or "Running", "Recovering",
-                "the Job is gone; waiting for Redis to read the runner's result")
-    if result is None:
-        return ("Failed", "JobLost", "the Job ended while the operator was away and left no result (Redis has none); "
-                "the video is not generated again: create a new resource to retry")
-    if result.status == "succeeded":
-        return "Succeeded", "Generated", "the video is in place (recovered from the runner's result in Redis)"
-    return "Failed", result.reason or "RunFailed", result.message or "the runner failed"
+    """Whether a Job ran for this resource and is gone: creating another would generate the video
+    twice. Status names every Job the operator created; a finished Job keeps its outcome until the
+    operator has recorded it (it gets its TTL only then), so a Job that is gone before that was
+    deleted by someone. Only what the Kubernetes API shows decides: Redis is written by runners of
+    every namespace. A queued resource's Job deleted by `suspend` is not lost: resuming creates it anew."""
+    return bool(o.old.get("jobName")) and o.old.get("phase") != "Suspended" and not (o.spec and o.spec.suspend)
 
 
 def finished_result(o: Observation) -> RunResult | None:
-    """The runner's result: the termination message of the newest succeeded pod, else Redis'."""
+    """The runner's result: the termination message of the newest succeeded pod (the kubelet
+    writes it from the container's own file; nothing outside the pod can)."""
     succeeded = [p for p in o.pods if p.get("status", {}).get("phase") == "Succeeded"]
     result = run_result(newest(succeeded)) if succeeded else None
-    if isinstance(result, RunResult):
-        return result
-    return o.progress.run_result() if fresh(o.progress, o.meta.get("creationTimestamp")) else None
+    return result if isinstance(result, RunResult) else None
 
 
 def current_progress(o: Observation) -> ProgressState | None:
-    """Redis' state when it is the running pod's own: written after that pod started, so that a
-    retry never shows the failed attempt's last step."""
-    pod = newest(o.pods)
-    started = (pod or {}).get("status", {}).get("startTime") if pod else None
-    state = o.progress if fresh(o.progress, started) else None
-    return state if state is not None and state.status == "running" else None
+    """Redis' state when it can be the running pod's own: written since that pod started (a retry
+    never shows the failed attempt's last step, a hash planted before never shows) and not later
+    than now (a stamp from the future is forged; CLOCK_SKEW_S allows for the runner's node clock).
+    Progress only: nothing read from Redis decides a phase, an output or a Job."""
+    pod, state = newest(o.pods), o.progress
+    started = (pod or {}).get("status", {}).get("startTime")
+    if state is None or state.status != "running" or not started or not o.now:
+        return None
+    return state if seconds(started) <= state.updated_at <= seconds(o.now) + CLOCK_SKEW_S else None
 
 
-def fresh(state: ProgressState | None, since: str | None) -> bool:
-    """Whether Redis' state was written at or after `since` (RFC 3339; None: no bound known)."""
-    if state is None:
-        return False
-    if not since:
-        return True
-    return state.updated_at >= datetime.datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp()
+def seconds(stamp: str) -> float:
+    """Unix seconds of an RFC 3339 time as the API server writes it."""
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def ran(pod: dict) -> bool:
@@ -250,6 +235,7 @@ def live_progress_condition(live: tuple[bool, str, str], old: list[dict], genera
             "observedGeneration": generation}
 
 
+CLOCK_SKEW_S = 60.0
 WARNING_REASONS = {"Unschedulable", "FailedCreate", "ErrImagePull", "ImagePullBackOff", "InvalidImageName",
                    "CreateContainerConfigError", "CreateContainerError", "Retrying"}
 

@@ -1,11 +1,16 @@
 """Progress reporting to Redis, best effort: a Redis outage never fails a generation.
 
 The contract with the operator and with outside consumers is the code below: `ProgressKeys`
-(the key layout) and `ProgressState` (the hash's fields), both used by the operator too.
+(the key layout, and the Redis ACL that fences each namespace to its own) and `ProgressState`
+(the hash's fields), both used by the operator too.
 Key layout (stable for outside consumers; see docs/runner.md), with prefix "videogen":
-- ``videogen:task:<task_id>``         hash: the latest state (stage, step, percent, eta, result…)
-- ``videogen:task:<task_id>:events``  stream, capped: every update, for history
-- ``videogen:updates``                pub/sub channel: the task id, a nudge to re-read the hash
+- ``videogen:task:<task_id>``          hash: the latest state (stage, step, percent, eta, result…)
+- ``videogen:task:<task_id>:events``   stream, capped: every update, for history
+- ``videogen:updates:<namespace>``     pub/sub channel: the task id, a nudge to re-read the hash
+  (``videogen:updates`` for a task run outside Kubernetes, with no namespace)
+Tasks the operator runs are named ``<namespace>.<name>``, so that one key pattern and one channel
+hold all of a namespace's tasks and nothing of another's (`tenant_acl`).
+Live progress only: Redis never decides an outcome.
 """
 
 import logging
@@ -35,15 +40,36 @@ class ProgressKeys:
 
     prefix: str = "videogen"
 
+    def channel(self, namespace: str = "") -> str:
+        return f"{self.prefix}:updates:{namespace}" if namespace else f"{self.prefix}:updates"
+
     @property
-    def channel(self) -> str:
-        return f"{self.prefix}:updates"
+    def every_namespace_channel(self) -> str:
+        """The pattern the operator subscribes to."""
+        return self.channel("*")
+
+    def namespace_of(self, channel: str) -> str | None:
+        """The namespace whose channel this is (None: not a namespace's)."""
+        head = self.channel("")
+        return channel.removeprefix(head + ":") if channel.startswith(head + ":") else None
 
     def hash(self, task_id: str) -> str:
         return f"{self.prefix}:task:{task_id}"
 
     def stream(self, task_id: str) -> str:
         return f"{self.hash(task_id)}:events"
+
+    def tenant_acl(self, namespace: str) -> str:
+        """Redis ACL rules (Redis 7) for the runners of one namespace: write its own tasks' keys and
+        publish on its own channel, with only the commands the reporter sends; no reading, listing
+        (KEYS, SCAN), flushing or configuring."""
+        return (f"resetkeys ~{self.hash(namespace)}.* resetchannels &{self.channel(namespace)} "
+                "-@all +multi +exec +discard +del +hset +expire +xadd +publish +ping")
+
+    def operator_acl(self) -> str:
+        """Redis ACL rules for the operator: read every task's hash, follow every namespace's channel."""
+        return (f"resetkeys %R~{self.hash('*')} resetchannels &{self.every_namespace_channel} "
+                "-@all +hgetall +psubscribe +punsubscribe +ping")
 
 
 class ProgressState(BaseModel):
@@ -100,6 +126,7 @@ class ProgressReporter:
         if reporting.redis_url:
             self._redis = redis.Redis.from_url(
                 reporting.redis_url,
+                username=os.environ.get("REDIS_USERNAME") or None,  # an ACL user (the namespace's), or the default
                 password=os.environ.get("REDIS_PASSWORD") or None,
                 socket_timeout=2,
                 socket_connect_timeout=2,
@@ -154,7 +181,7 @@ class ProgressReporter:
             pipe.expire(key, self.reporting.ttl_seconds)
             pipe.xadd(stream, state, maxlen=STREAM_MAXLEN, approximate=True)
             pipe.expire(stream, self.reporting.ttl_seconds)
-            pipe.publish(self.keys.channel, self.task_id)
+            pipe.publish(self.keys.channel(self.reporting.namespace), self.task_id)
             pipe.execute()
         except redis.RedisError as e:
             self._skip_until = self.clock() + RETRY_AFTER_S

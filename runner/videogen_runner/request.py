@@ -26,6 +26,15 @@ KEY_TEMPLATE_FIELDS = {"task_id", "model", "seed", "date"}
 SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/=-]*")
 KEY_PREFIX_PATTERN = r"^([a-z0-9][a-z0-9.-]*/)?$"  # "" or one namespace-like folder: "team-a/"
 IMAGE_SCHEMES = ("s3://", "https://")
+# diffusers' attention backends (AttentionBackendName of the locked diffusers) that need nothing
+# downloaded at run time (a pod may have no internet: no `_hub` kernels); tests compare the list
+# with diffusers' own. Which of them really runs is judged on the pod's GPU (attention.py).
+ATTENTION_BACKENDS = (
+    "auto", "native", "_native_cudnn", "_native_efficient", "_native_flash", "_native_math", "_native_npu",
+    "_native_xla", "flash", "flash_varlen", "_flash_3", "_flash_varlen_3", "flex", "sage", "sage_varlen",
+    "_sage_qk_int8_pv_fp8_cuda", "_sage_qk_int8_pv_fp8_cuda_sm90", "_sage_qk_int8_pv_fp16_cuda",
+    "_sage_qk_int8_pv_fp16_triton", "xformers")
+AttentionBackend = Literal[ATTENTION_BACKENDS]
 Loc = tuple[str | int, ...]
 
 
@@ -159,6 +168,11 @@ class Reporting(Strict):
     _no_credentials = field_validator("redis_url")(checked(credentials_problem))
     key_prefix: str = Field(default="videogen", pattern=r"^[A-Za-z0-9:_-]{1,64}$")
     ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60, description="Expiry of the task's keys.")
+    namespace: str = Field(
+        default="", pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)?$",
+        description="The Kubernetes namespace of the task (the operator sets it): nudges go to its channel, "
+        "<prefix>:updates:<namespace>, and the task id must start with '<namespace>.' (progress.py).",
+    )
 
 
 class Checkpoints(Strict):
@@ -177,8 +191,8 @@ class Checkpoints(Strict):
 
 
 class Acceleration(Strict):
-    attention_backend: str = Field(
-        default="auto", pattern=r"^[a-z0-9_]+$", description="diffusers attention backend, or auto."
+    attention_backend: AttentionBackend = Field(
+        default="auto", description="diffusers attention backend, or auto (the fastest that runs here)."
     )
     offload: Literal["none", "model", "sequential"] = Field(
         default="none", description="CPU offload when the model does not fit the GPU."
@@ -299,7 +313,12 @@ class GenerationRequest(Strict):
             if getattr(self, name) % preset.size_multiple:
                 raise invalid((name,), f"must be a multiple of {preset.size_multiple} for {preset.name}, "
                               f"got {getattr(self, name)}", getattr(self, name))
-        # 4. Storage: the key must be safe whatever the seed and date turn out to be, and every
+        # 4. Progress: a namespace's task lies under its namespace's keys (the Redis ACL's pattern).
+        namespace = self.reporting.namespace
+        if namespace and not self.task_id.startswith(f"{namespace}."):
+            raise invalid(("task_id",), f"must start with '{namespace}.', the namespace it reports under",
+                          self.task_id)
+        # 5. Storage: the key must be safe whatever the seed and date turn out to be, and every
         #    key written or read lies under the prefix (the tenant's folder).
         self.object_key(seed=self.seed or 0)
         if self.image and self.image.startswith("s3://"):

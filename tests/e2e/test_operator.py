@@ -15,6 +15,8 @@ import pytest
 import yaml
 
 from tests.support.services import S3_CREDENTIALS, Server, free_port, s3_client, wait_until
+from videogen_runner.progress import ProgressState
+from videogen_runner.result import RunResult, VideoOutput
 
 ROOT = Path(__file__).parents[2]
 CRD = ROOT / "crds" / "videogenerations.videogen.io.yaml"
@@ -274,45 +276,79 @@ def runs_of(redis_client, namespace, name) -> int:
     return [f["stage"] for _, f in redis_client.xrange(f"videogen:task:{namespace}.{name}:events")].count("loading")
 
 
-def test_a_job_finished_and_removed_during_an_outage_is_not_run_again(operator, namespace, tiny_models,
-                                                                       redis_client, s3_server):
+def forge_result(redis_client, namespace, name, status="succeeded", updated_at=None) -> None:
+    """What a runner of another namespace could write with the shared password (no ACLs): a finished
+    state for this resource's task, pointing at its own object."""
+    forged = RunResult(task_id=f"{namespace}.{name}", status=status, exit_code=0 if status == "succeeded" else 10,
+                       reason=None if status == "succeeded" else "Forged", message="FORGED-BY-B",
+                       output=VideoOutput(uri="s3://videos/b/forged.mp4", path="/o", bytes=7, sha256="cd" * 32,
+                                          frames=9, width=64, height=64, fps=24) if status == "succeeded" else None)
+    state = ProgressState(task_id=forged.task_id, updated_at=updated_at or time.time(), stage=status, status=status,
+                          result=forged.model_dump_json(exclude_none=True), message="FORGED-BY-B")
+    redis_client.delete(f"videogen:task:{forged.task_id}")
+    redis_client.hset(f"videogen:task:{forged.task_id}", mapping=state.to_hash())
+
+
+def job_succeeded(cluster, namespace, name) -> bool:
+    return (get(cluster, namespace, "jobs", f"videogen-{name}").get("status") or {}).get("succeeded") == 1
+
+
+def test_a_job_finished_during_an_outage_is_read_from_the_api_whatever_redis_says(operator, namespace, tiny_models,
+                                                                                   redis_client, s3_server):
     cluster = operator.cluster
     apply(cluster, namespace, tiny_manifest(tiny_models, "outage", sampling={"steps": 40, "seed": 3},
                                             ttlSecondsAfterFinished=0))
     wait_until(lambda: status_of(cluster, namespace, "outage").get("phase") == "Running", 120, "Running")
-    with operator.stopped():  # the Job completes and its TTL removes it while no operator runs
-        wait_until(lambda: redis_client.hget("videogen:task:" + f"{namespace}.outage", "status") == "succeeded",
-                   180, "the runner done")
-        wait_until(lambda: not get(cluster, namespace, "jobs")["items"], 60, "the Job removed by its TTL")
+    with operator.stopped():  # the Job completes while no operator runs; another tenant forges its result
+        wait_until(lambda: job_succeeded(cluster, namespace, "outage"), 180, "the Job complete")
+        time.sleep(3)  # a TTL of 0 would have removed it by now: it has none until its outcome is recorded
+        assert job_succeeded(cluster, namespace, "outage")
+        forge_result(redis_client, namespace, "outage")
     cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", "vg/outage", "--timeout=60s")
     status = status_of(cluster, namespace, "outage")
     key = f"{namespace}/{namespace}.outage.mp4"
     body = s3_client(s3_server.endpoint).get_object(Bucket=BUCKET, Key=key)["Body"].read()
-    assert status["output"]["sha256"] == hashlib.sha256(body).hexdigest() and status["attempts"] == 1
+    assert status["output"]["uri"] == f"s3://{BUCKET}/{key}" and status["attempts"] == 1
+    assert status["output"]["sha256"] == hashlib.sha256(body).hexdigest()
+    assert "FORGED" not in json.dumps(status)
+    wait_until(lambda: not get(cluster, namespace, "jobs")["items"], 60, "the Job removed by its TTL, once recorded")
     time.sleep(3)  # time enough for a second Job, if any were made
     assert get(cluster, namespace, "jobs")["items"] == [] and runs_of(redis_client, namespace, "outage") == 1
 
 
-def test_a_job_removed_during_an_outage_without_a_result_ends_job_lost(operator, namespace, tiny_models,
-                                                                        redis_client):
-    """The same drill, but Redis lost the runner's result meanwhile (restarted without persistence):
-    the outcome cannot be recovered, so the resource ends Failed with a clear reason, and the video
-    is still not generated a second time (the operator reads no S3: docs/operator.md)."""
+def test_a_job_deleted_by_hand_during_an_outage_ends_job_lost(operator, namespace, tiny_models, redis_client):
+    """Its outcome was never recorded and the Job that held it is gone: Failed with a clear reason,
+    whatever Redis says, and the video is not generated a second time (the operator reads no S3)."""
     cluster = operator.cluster
-    apply(cluster, namespace, tiny_manifest(tiny_models, "forgotten", sampling={"steps": 40, "seed": 3},
-                                            ttlSecondsAfterFinished=0))
+    apply(cluster, namespace, tiny_manifest(tiny_models, "forgotten", sampling={"steps": 40, "seed": 3}))
     wait_until(lambda: status_of(cluster, namespace, "forgotten").get("phase") == "Running", 120, "Running")
-    task = f"videogen:task:{namespace}.forgotten"
     with operator.stopped():
-        wait_until(lambda: redis_client.hget(task, "status") == "succeeded", 180, "the runner done")
-        wait_until(lambda: not get(cluster, namespace, "jobs")["items"], 60, "the Job removed by its TTL")
-        redis_client.delete(task)
+        wait_until(lambda: job_succeeded(cluster, namespace, "forgotten"), 180, "the Job complete")
+        cluster.kubectl("delete", "job", "videogen-forgotten", "-n", namespace, "--wait=true", "--timeout=30s")
+        forge_result(redis_client, namespace, "forgotten")
     cluster.kubectl("wait", "-n", namespace, "--for=condition=Failed", "vg/forgotten", "--timeout=60s")
     status = status_of(cluster, namespace, "forgotten")
     assert (status["phase"], status["reason"], status["attempts"]) == ("Failed", "JobLost", 1)
-    assert "not generated again" in status["message"]
+    assert "not generated again" in status["message"] and "output" not in status
     time.sleep(3)  # time enough for a second Job, if any were made
     assert get(cluster, namespace, "jobs")["items"] == [] and runs_of(redis_client, namespace, "forgotten") == 1
+
+
+@pytest.mark.parametrize("planted", ["succeeded", "failed"])
+def test_a_result_planted_before_the_resource_exists_decides_nothing(operator, namespace, tiny_models, redis_client,
+                                                                     s3_server, planted):
+    """Task ids are predictable (<namespace>.<name>): another tenant plants a finished state, stamped
+    in the future, before the resource is created. The resource runs its own Job to its own outcome."""
+    cluster = operator.cluster
+    name = f"planted-{planted}"
+    forge_result(redis_client, namespace, name, planted, updated_at=time.time() + 10**6)
+    apply(cluster, namespace, tiny_manifest(tiny_models, name))
+    cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", f"vg/{name}", "--timeout=120s")
+    status = status_of(cluster, namespace, name)
+    key = f"{namespace}/{namespace}.{name}.mp4"
+    body = s3_client(s3_server.endpoint).get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    assert status["output"]["sha256"] == hashlib.sha256(body).hexdigest() and "FORGED" not in json.dumps(status)
+    assert runs_of(redis_client, namespace, name) == 1
 
 
 def test_killing_the_active_replica_mid_run_leaves_one_job(operator, namespace, tiny_models, redis_client,

@@ -2,14 +2,18 @@
 nothing more (an over-grant fails as surely as a missing verb)."""
 
 import ast
+import json
 import re
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.helm.test_chart import render
 
-OPERATOR = Path(__file__).parents[2] / "operator" / "videogen_operator"
+ROOT = Path(__file__).parents[2]
+OPERATOR = ROOT / "operator" / "videogen_operator"
 # kubernetes client methods: <verb>_namespaced_<kind>[_status]
 CLIENT_CALL = re.compile(r"^(create|read|list|patch|replace|delete)_namespaced_([a-z_]+?)(_status)?$")
 VERBS = {"create": "create", "read": "get", "list": "list", "patch": "patch", "replace": "update", "delete": "delete"}
@@ -40,8 +44,14 @@ def watched() -> set[tuple[str, str, str]]:
     return found
 
 
+def tenants(document: dict) -> bool:
+    """The roles for the teams (aggregated into admin, edit and view), not the operator's."""
+    return any(label.startswith("rbac.authorization.k8s.io/aggregate-to-")
+               for label in document["metadata"].get("labels") or {})
+
+
 def granted(documents, kind: str) -> set[tuple[str, str, str]]:
-    return {(group, resource, verb) for d in documents if d["kind"] == kind
+    return {(group, resource, verb) for d in documents if d["kind"] == kind and not tenants(d)
             for rule in d["rules"] for group in rule["apiGroups"] for resource in rule["resources"]
             for verb in rule["verbs"]}
 
@@ -68,3 +78,43 @@ def test_rbac_is_exactly_what_the_code_calls(kube_bin, mode):
         assert {d["metadata"]["namespace"] for d in documents if d["kind"] == "Role"} == {"team-a", "team-b"}
         namespaces = {("", "namespaces", v) for v in ("list", "watch")}
         assert granted(documents, "ClusterRole") == CRD_DISCOVERY | namespaces
+
+
+@pytest.mark.cluster
+def test_a_namespaces_editors_manage_videogenerations_and_viewers_read_them_never_the_status(
+        kube_cluster, kube_bin, kube_namespace):
+    """Through Kubernetes' own admin/edit/view roles, which the chart's roles are aggregated into
+    (by the controller-manager's aggregation controller), as `kubectl create rolebinding` gives them."""
+    k, crd = kube_cluster, ROOT / "crds" / "videogenerations.videogen.io.yaml"
+    k.kubectl("apply", "--server-side", "-f", str(crd))
+    roles = [d for d in render(kube_bin) if d["kind"] == "ClusterRole" and tenants(d)]
+    assert len(roles) == 2
+    k.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": roles}))
+    for user, role in (("alice", "edit"), ("victor", "view")):
+        k.kubectl("create", "rolebinding", f"{user}-{role}", f"--clusterrole={role}", f"--user={user}",
+                  "-n", kube_namespace)
+
+    def can(user: str, verb: str, resource: str = "videogenerations") -> bool:
+        answer = k.kubectl("auth", "can-i", verb, f"{resource}.videogen.io", "-n", kube_namespace, "--as", user,
+                           check=False)
+        return answer.stdout.strip() == "yes"
+
+    deadline = time.monotonic() + 60
+    while not (can("alice", "create") and can("victor", "list")) and time.monotonic() < deadline:
+        time.sleep(0.5)  # the aggregation controller fills edit and view
+    manifest = yaml.safe_load((ROOT / "examples" / "tiny-cpu.yaml").read_text())
+    manifest["metadata"] = {"name": "alices"}
+    k.kubectl("create", "-n", kube_namespace, "--as", "alice", "-f", "-", input=json.dumps(manifest))
+    assert [can("alice", verb) for verb in ("get", "list", "watch", "update", "patch", "delete")] == [True] * 6
+    assert not can("alice", "update", "videogenerations/status") and not can("alice", "patch",
+                                                                            "videogenerations/status")
+    forged = k.kubectl("patch", "vg", "alices", "-n", kube_namespace, "--as", "alice", "--subresource=status",
+                       "--type=merge", "-p", '{"status": {"phase": "Succeeded"}}', check=False)
+    assert forged.returncode != 0 and "forbidden" in forged.stderr
+    assert can("victor", "get") and not can("victor", "create") and not can("victor", "delete")
+    assert k.kubectl("get", "vg", "alices", "-n", kube_namespace, "--as", "victor", "-o", "name").stdout.strip() \
+        == "videogeneration.videogen.io/alices"
+    for user in ("alice", "victor"):  # in their own namespace only
+        elsewhere = k.kubectl("auth", "can-i", "get", "videogenerations.videogen.io", "-n", "default", "--as", user,
+                              check=False)
+        assert elsewhere.stdout.strip() == "no"

@@ -58,6 +58,12 @@ ADMISSION = [
     ({"loras": [{"path": f"l{i}.safetensors"} for i in range(9)]}, "spec.loras", "8"),
     ({"prompt": "x" * 2001}, "spec.prompt", "2000"),
     ({"prompt": "\n\t  \r"}, "spec.prompt", "blank"),
+    # Enumerated settings: a value the runner would not know is refused, not ignored.
+    ({"acceleration": {"attentionBackend": "os_system"}}, "spec.acceleration.attentionBackend", "Unsupported value"),
+    ({"acceleration": {"attentionBackend": "flash_hub"}}, "spec.acceleration.attentionBackend", "Unsupported value"),
+    ({"acceleration": {"offload": "disk"}}, "spec.acceleration.offload", "Unsupported value"),
+    ({"acceleration": {"stepCache": "teacache"}}, "spec.acceleration.stepCache", "Unsupported value"),
+    ({"sampling": {"sampler": "dpm"}}, "spec.sampling.sampler", "Unsupported value"),
 ]
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from videogen_operator.job import build_job, build_request, job_name, resource_field, spec_message, task_id
+from videogen_operator.job import build_job, build_request, job_name, job_ttl, resource_field, spec_message, task_id
 from videogen_operator.models import VideoGenerationSpec
 from videogen_operator.settings import Settings
 
@@ -66,13 +66,17 @@ def test_job_is_secure_owned_and_carries_no_resource_labels():
 def test_job_policies_come_from_the_spec_and_the_runner_exit_codes():
     job, _ = build(retries=4, deadlineSeconds=3600, ttlSecondsAfterFinished=60)
     spec = job["spec"]
-    assert (spec["backoffLimit"], spec["activeDeadlineSeconds"], spec["ttlSecondsAfterFinished"]) == (4, 3600, 60)
+    assert (spec["backoffLimit"], spec["activeDeadlineSeconds"]) == (4, 3600)
+    # No TTL at creation: a finished Job stays until the operator has recorded its outcome.
+    assert "ttlSecondsAfterFinished" not in spec
+    given = VideoGenerationSpec.model_validate(body(ttlSecondsAfterFinished=60)["spec"])
+    assert job_ttl(given, SETTINGS) == 60
+    assert job_ttl(VideoGenerationSpec.model_validate(body()["spec"]), SETTINGS) == 3600
     rules = spec["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "FailJob", "onExitCodes": {"containerName": "runner", "operator": "In",
                                                               "values": [10, 11, 12]}}
     assert rules[1]["action"] == "Ignore"
     assert spec["suspend"] is False
-    assert build()[0]["spec"]["ttlSecondsAfterFinished"] == 3600
 
 
 def test_kueue_jobs_start_suspended_with_the_queue_label():

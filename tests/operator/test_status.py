@@ -221,33 +221,56 @@ def test_an_invalid_spec_fails_whatever_was_written_before():
     assert status(job(active=1), [pod("Running")], old=s) == s
 
 
-def test_a_job_lost_while_the_operator_was_away_is_recovered_from_redis_not_run_again():
+FORGED = RunResult(task_id="t", status="succeeded", exit_code=0, seed=3,
+                   output=VideoOutput(uri="s3://videos/b/forged.mp4", path="/o", bytes=7, sha256="cd" * 32,
+                                      frames=9, width=64, height=64, fps=24))
+
+
+def test_a_job_gone_before_its_outcome_was_recorded_ends_job_lost_whatever_redis_says():
     running = status(job(active=1, startTime="t0"), [pod("Running")])
-    result = RunResult(task_id="t", status="succeeded", exit_code=0, seed=3,
-                       output=VideoOutput(uri="s3://b/k.mp4", path="/o", bytes=7, sha256="1" * 64, frames=9,
-                                          width=64, height=64, fps=24))
-    finished = redis_state(stage="succeeded", status="succeeded", result=result.model_dump_json())
-    o = observe(None, [], finished, old=running)
-    s = compute_status(o)
-    assert (s["phase"], s["output"]["uri"], s["attempts"]) == ("Succeeded", "s3://b/k.mp4", 1)
-    assert s["jobName"] == "videogen-x"
-    assert job_action(o, s) is None
-    # Redis has nothing: a clear reason, and still no second Job.
-    o = observe(None, [], None, old=running)
-    s = compute_status(o)
-    assert (s["phase"], s["reason"]) == ("Failed", "JobLost") and job_action(o, s) is None
-    # Redis is down: wait for it rather than conclude.
-    o = observe(None, [], None, old=running, live_progress=(False, "RedisUnavailable", "down"))
-    s = compute_status(o)
-    assert (s["phase"], s["reason"]) == ("Running", "Recovering") and job_action(o, s) is None
+    forged = redis_state(stage="succeeded", status="succeeded", result=FORGED.model_dump_json())
+    for progress in (forged, None):
+        o = observe(None, [], progress, old=running)
+        s = compute_status(o)
+        assert (s["phase"], s["reason"], s["attempts"]) == ("Failed", "JobLost", 1)
+        assert "videogen-x is gone" in s["message"] and "output" not in s
+        assert job_action(o, s, ttl=0) is None  # and no second Job
 
 
-def test_a_runner_that_wrote_to_redis_ran_even_when_status_never_said_so():
-    o = observe(None, [], redis_state(stage="failed", status="failed"))
-    assert job_action(o, compute_status(o)) is None
-    earlier = redis_state(stage="succeeded", status="succeeded", updated_at=AT_9 - 7200)  # a deleted namesake's
-    o = observe(None, [], earlier)
-    assert job_action(o, compute_status(o)) == "create"
+def test_nothing_planted_in_redis_before_a_resource_decides_it():
+    planted = [redis_state(stage="succeeded", status="succeeded", result=FORGED.model_dump_json(),
+                           updated_at=AT_9 + 10**6),
+               redis_state(stage="failed", status="failed", error_reason="Forged", updated_at=AT_9 + 10**6)]
+    for state in planted:
+        o = observe(None, [], state)
+        s = compute_status(o)
+        assert (s["phase"], job_action(o, s)) == ("Pending", "create")
+        s = status(job([("Complete", {})], succeeded=1), [pod("Succeeded")], state, old=s)
+        assert s["phase"] == "Succeeded" and "output" not in s  # the pod's message only: it had none
+
+
+def test_progress_shows_only_what_the_running_pod_can_have_written():
+    shown = lambda state: status(job(active=1), [pod("Running")], state).get("progress")  # noqa: E731
+    assert shown(redis_state(step=3, total_steps=40))["step"] == 3
+    assert shown(redis_state(step=3, updated_at=AT_9 - 1)) is None  # before the pod started: planted
+    assert shown(redis_state(step=3, updated_at=AT_9 + 3600 + 61)) is None  # after now: a forged stamp
+
+
+def test_a_finished_job_gets_its_ttl_only_once_its_outcome_is_recorded():
+    done = job([("Complete", {})], succeeded=1)
+    result = RunResult(task_id="t", status="succeeded", exit_code=0, output=FORGED.output)
+    pods = [pod("Succeeded", state=terminated(result))]
+    o = observe(done, pods, old=status(job(active=1), [pod("Running")]))
+    s = compute_status(o)
+    assert s["phase"] == "Succeeded" and job_action(o, s, ttl=0) is None  # the status is written first
+    o = observe(done, pods, old=s)
+    assert job_action(o, compute_status(o), ttl=0) == "expire"
+    assert job_action(o, compute_status(o), ttl=None) is None  # no TTL configured: the Job stays
+    expiring = {**done, "spec": {**done["spec"], "ttlSecondsAfterFinished": 0}}
+    o = observe(expiring, pods, old=s)
+    assert job_action(o, compute_status(o), ttl=0) is None
+    # Gone after its TTL: the recorded outcome stays.
+    assert status(None, [], old=s) == s
 
 
 def test_the_job_action_follows_suspend_and_kueue():

@@ -11,3 +11,12 @@ def test_a_backend_that_cannot_run_here_is_not_chosen():
         assert attention.choose(requested, cpu, torch.float32, head_dim=16) == "native"
     assert attention.works("native", cpu, torch.float32, head_dim=16)
     assert not attention.works("xformers", cpu, torch.float32)
+
+
+def test_the_requests_backends_are_diffusers_own_less_those_downloaded_at_run_time():
+    from diffusers.models.attention_dispatch import AttentionBackendName
+
+    from videogen_runner.request import ATTENTION_BACKENDS
+
+    local = {name.value for name in AttentionBackendName if not name.value.endswith("_hub")}
+    assert set(ATTENTION_BACKENDS) == local | {"auto"} and len(ATTENTION_BACKENDS) == len(local) + 1
