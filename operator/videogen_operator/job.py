@@ -3,6 +3,7 @@
 Pure functions of the resource and the settings, so tests compare their whole output.
 """
 
+import functools
 import hashlib
 import os
 import re
@@ -57,11 +58,17 @@ def tenant_prefix(spec: VideoGenerationSpec, namespace: str, settings: Settings)
     return f"{namespace}/" if uses_operator_credentials(spec, settings) else ""
 
 
-# Request fields that sit elsewhere in the spec; the rest keep their place (camelCased).
-SPEC_PLACE = {"width": ("video", "width"), "height": ("video", "height"), "frames": ("video", "frames"),
-              "fps": ("video", "fps"), "steps": ("sampling", "steps"), "seed": ("sampling", "seed"),
-              "guidance_scale": ("sampling", "guidanceScale"), "guidance_scale_2": ("sampling", "guidanceScale2"),
-              "flow_shift": ("sampling", "flowShift"), "sampler": ("sampling", "sampler")}
+# Where each request field that a resource sets sits in its spec (python names; the CRD's are
+# camelCased). One table for both directions: build_request takes the values from there, and a
+# refusal of the request names the spec's field (spec_field). The rest of the request (task_id,
+# model, loras, output, checkpoints, reporting) the operator builds from the spec and its settings.
+PLACEMENT: dict[str, tuple[str, ...]] = {
+    "task": ("task",), "prompt": ("prompt",), "negative_prompt": ("negative_prompt",), "image": ("image",),
+    **{name: ("video", name) for name in ("width", "height", "frames", "fps")},
+    **{name: ("sampling", name) for name in ("steps", "guidance_scale", "guidance_scale_2", "flow_shift", "sampler",
+                                             "seed")},
+    "acceleration": ("acceleration",),
+}
 
 
 # Job fields that come from the spec: the API server names the Job's field when it refuses one,
@@ -87,7 +94,7 @@ def resource_field(job_field: str) -> str:
 
 def spec_field(loc: Loc) -> str:
     """The spec's path (spec.video.frames, spec.loras[0].path) of a field of the runner's request."""
-    parts = SPEC_PLACE.get(str(loc[0]), loc[:1]) + tuple(loc[1:]) if loc else ()
+    parts = PLACEMENT.get(str(loc[0]), loc[:1]) + tuple(loc[1:]) if loc else ()
     return "spec." + dotted(tuple(p if isinstance(p, int) else to_camel(p) for p in parts))
 
 
@@ -102,31 +109,20 @@ def spec_message(message: str) -> str:
     if not match:
         return message
     loc = tuple(int(part) if part.isdigit() else part for part in re.findall(r"[a-z0-9_]+", match[1]))
-    if (loc[0] not in SPEC_PLACE and loc[0] not in VideoGenerationSpec.model_fields) or loc[:2] in SET_BY_THE_OPERATOR:
+    if (loc[0] not in PLACEMENT and loc[0] not in VideoGenerationSpec.model_fields) or loc[:2] in SET_BY_THE_OPERATOR:
         return message
     return f"{spec_field(loc)}: {message[match.end():]}"
 
 
 def build_request(spec: VideoGenerationSpec, namespace: str, name: str, settings: Settings) -> GenerationRequest:
     """The runner's request; raises pydantic's ValidationError when the runner would refuse it."""
+    written = spec.model_dump()
+    placed = {field: functools.reduce(dict.__getitem__, place, written) for field, place in PLACEMENT.items()}
     output = spec.output
     return GenerationRequest.model_validate({
+        **placed,
         "task_id": task_id(namespace, name),
         "model": {"preset": spec.model.preset, "path": f"{MODEL_MOUNT}/{spec.model.path}".rstrip("/")},
-        "task": spec.task,
-        "prompt": spec.prompt,
-        "negative_prompt": spec.negative_prompt,
-        "image": spec.image,
-        "width": spec.video.width,
-        "height": spec.video.height,
-        "frames": spec.video.frames,
-        "fps": spec.video.fps,
-        "steps": spec.sampling.steps,
-        "guidance_scale": spec.sampling.guidance_scale,
-        "guidance_scale_2": spec.sampling.guidance_scale2,
-        "flow_shift": spec.sampling.flow_shift,
-        "sampler": spec.sampling.sampler,
-        "seed": spec.sampling.seed,
         "loras": [{"path": f"{MODEL_MOUNT}/{lora.path}", "weight": lora.weight, "experts": lora.experts}
                   for lora in spec.loras],
         "output": {
@@ -143,7 +139,6 @@ def build_request(spec: VideoGenerationSpec, namespace: str, name: str, settings
                            if settings.checkpoint_claim else {})},
         "reporting": {"redis_url": spec.reporting.redis_url or settings.redis_url,
                       "key_prefix": settings.redis_key_prefix, "namespace": namespace},
-        "acceleration": spec.acceleration.model_dump(),
     })
 
 

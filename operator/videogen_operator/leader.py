@@ -11,6 +11,8 @@ renew for most of that time, before anyone may take over.
 import asyncio
 import datetime
 import logging
+import os
+import socket
 import time
 
 import kubernetes
@@ -20,10 +22,11 @@ from videogen_operator.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def identity() -> str:
-    from videogen_operator.main import own_identity  # main imports the handlers, which import this
-
-    return own_identity()
+def own_identity(environ=os.environ) -> str:
+    """This replica's name as the Lease's holder (and kopf's identity): the pod's name (POD_ID,
+    from the downward API), else the host name. kopf's own fallback asks the passwd database for
+    the user, which an image run under an arbitrary uid does not have."""
+    return environ.get("POD_ID") or socket.gethostname()
 
 
 class Leader:
@@ -33,7 +36,7 @@ class Leader:
         self.namespaced = bool(settings.namespaces)
         self.scopes = list(settings.namespaces) or [settings.lease_namespace]
         self.on_lead = on_lead
-        self.me = me or identity()
+        self.me = me or own_identity()
         self.api_client = api_client
         self.held: dict[str, float] = {}  # lease namespace → when last renewed (monotonic)
         self.known: dict[str, kubernetes.client.V1Lease] = {}  # the Lease as last read or written

@@ -2,12 +2,11 @@
 
 import argparse
 import logging
-import os
-import socket
 
 import kopf
 
 from videogen_operator import handlers  # noqa: F401 - registers the handlers
+from videogen_operator.leader import own_identity
 from videogen_operator.settings import Settings
 
 
@@ -31,13 +30,6 @@ class RetriesAsWarnings(logging.Filter):
         if record.levelno == logging.ERROR and retried:
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
-
-
-def own_identity(environ=os.environ) -> str:
-    """The operator's name in kopf's annotations: the pod's name (POD_ID, from the downward API),
-    else the host name. kopf's own fallback asks the passwd database for the user, which an image
-    run under an arbitrary uid does not have."""
-    return environ.get("POD_ID") or socket.gethostname()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,15 +5,49 @@ file by `python -m videogen_operator.crd`); sampling defaults come from the runn
 applied when the operator builds the runner's request, so the spec stays what the user wrote.
 """
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
 
 from videogen_runner.addresses import NON_PUBLIC
-from videogen_runner.presets import PRESETS, PresetName, Task
-from videogen_runner.request import MAX_PROMPT_CHARS, AttentionBackend
-from videogen_runner.result import Timings
+from videogen_runner.presets import PRESETS, PresetName
+from videogen_runner.progress import ProgressState
+from videogen_runner.request import (
+    MAX_LORAS,
+    AttentionBackendChoice,
+    Bucket,
+    Compile,
+    EndpointUrl,
+    FastVae,
+    FlowShift,
+    Fp8,
+    Fps,
+    Frames,
+    FuseLoras,
+    GuidanceScale,
+    GuidanceScale2,
+    Height,
+    ImageUrl,
+    KeyTemplate,
+    LoraExperts,
+    LoraWeight,
+    NegativePrompt,
+    Offload,
+    Prompt,
+    RedisUrl,
+    Region,
+    Sampler,
+    Seed,
+    StepCache,
+    StepCacheThreshold,
+    Steps,
+    TaskChoice,
+    VaeBf16,
+    Width,
+)
+from videogen_runner.result import RunResult, VideoOutput
 
 GROUP = "videogen.io"
 VERSION = "v1alpha1"
@@ -89,43 +123,34 @@ class ModelRef(Model):
                       **checks(rule(f"self == '' || {NO_TRAVERSAL}", INSIDE_VOLUME["message"])))
 
 
-SIZE_RULE = "multiple of 16 (A14B) or 32 (TI2V-5B)"
-
-
 class Video(Model):
-    width: int | None = Field(default=None, ge=32, le=2048, description=f"Pixels; {SIZE_RULE}.")
-    height: int | None = Field(default=None, ge=32, le=2048, description=f"Pixels; {SIZE_RULE}.")
-    frames: int | None = Field(default=None, ge=1, le=321, description="Number of frames, 4k+1 (81, 121, …).")
-    fps: int | None = Field(default=None, ge=1, le=60, description="Frames per second of the MP4.")
+    width: Width
+    height: Height
+    frames: Frames
+    fps: Fps
 
 
 class Sampling(Model):
-    steps: int | None = Field(default=None, ge=1, le=150, description="Denoising steps.")
-    guidance_scale: float | None = Field(default=None, ge=0, le=30, description="Classifier-free guidance.")
-    guidance_scale2: float | None = Field(default=None, ge=0, le=30, description="A14B low-noise expert's guidance.")
-    flow_shift: float | None = Field(default=None, gt=0, le=50, description="Flow-matching shift.")
-    sampler: Literal["unipc", "euler"] = Field(
-        default="unipc", description="Flow-matching solver: unipc (Wan's own) or euler (step-distilled LoRAs).")
-    seed: int | None = Field(default=None, ge=0, le=2**32 - 1, description="Unset: random, reported in status.")
+    steps: Steps
+    guidance_scale: GuidanceScale
+    guidance_scale_2: GuidanceScale2
+    flow_shift: FlowShift
+    sampler: Sampler
+    seed: Seed
 
 
 class Lora(Model):
     path: str = Field(min_length=1, max_length=1024, pattern=r"^[A-Za-z0-9._/-]+$",
                       description="LoRA file inside the model volume.", **checks(INSIDE_VOLUME))
-    weight: float = Field(default=1.0, ge=-4, le=4, description="Adapter strength.")
-    experts: Literal["both", "high_noise", "low_noise"] = Field(default="both",
-                                                                description="A14B: which expert(s) get it.")
+    weight: LoraWeight
+    experts: LoraExperts
 
 
 class Output(Model):
-    bucket: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
-                               description="S3 bucket (default: the operator's).")
-    key: str | None = Field(default=None, max_length=512,
-                            description="Object key template: {task_id} {model} {seed} {date}.")
-    endpoint_url: str | None = Field(default=None, pattern=r"^https?://", max_length=512,
-                                     description="S3-compatible endpoint (default: the operator's, else AWS).",
-                                     **checks(NO_USER_INFO))
-    region: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,32}$", description="S3 region.")
+    bucket: Bucket
+    key: KeyTemplate | None = None
+    endpoint_url: Annotated[EndpointUrl, Field(**checks(NO_USER_INFO))]
+    region: Region
     credentials_secret: str | None = Field(
         default=None, max_length=253, **checks(OBJECT_NAME),
         description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (default: the operator's). With "
@@ -133,24 +158,22 @@ class Output(Model):
 
 
 class Reporting(Model):
-    redis_url: str | None = Field(default=None, pattern=r"^rediss?://", max_length=512,
-                                  description="redis://host:port/db (default: the operator's).",
-                                  **checks(NO_USER_INFO))
+    redis_url: Annotated[RedisUrl, Field(**checks(NO_USER_INFO))]
     password_secret: SecretKey | None = Field(default=None, description="Redis password, from a Secret.")
 
 
 class Acceleration(Model):
-    attention_backend: AttentionBackend = Field(default="auto", description="auto (the fastest that runs on the "
-                                                "pod's GPU), or a diffusers backend.")
-    compile: bool = Field(default=True, description="Regional torch.compile of the transformer blocks.")
-    offload: Literal["none", "model", "sequential"] = Field(default="none", description="CPU offload.")
-    step_cache: Literal["none", "first_block", "taylorseer"] = Field(
-        default="none", description="Opt-in approximation: reuse transformer work between steps.")
-    step_cache_threshold: float = Field(default=0.05, gt=0, le=1, description="first_block: reuse threshold.")
-    fp8: bool = Field(default=False, description="Opt-in approximation: FP8 linear layers (Hopper or newer).")
-    fast_vae: bool = Field(default=True, description="VAE decode with fused kernels, same arithmetic (GPU).")
-    fuse_loras: bool = Field(default=True, description="Merge LoRAs into the weights: no per-step LoRA work.")
-    vae_bf16: bool = Field(default=False, description="Opt-in approximation: the VAE in bfloat16 (decode, i2v encode).")
+    """The runner's settings a resource may choose (the rest are the runner's own: docs/operator.md)."""
+
+    attention_backend: AttentionBackendChoice
+    compile: Compile
+    offload: Offload
+    step_cache: StepCache
+    step_cache_threshold: StepCacheThreshold
+    fp8: Fp8
+    fast_vae: FastVae
+    fuse_loras: FuseLoras
+    vae_bf16: VaeBf16
 
 
 class Resources(Model):
@@ -178,16 +201,13 @@ class VideoGenerationSpec(Model):
     """What to generate, where the weights are, where the MP4 goes, and how to run it."""
 
     model: ModelRef
-    task: Task | None = Field(default=None, description="t2v, i2v or ti2v (default: the family's).")
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="What the video shows.")
-    negative_prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS, description="What to avoid.")
-    image: str | None = Field(default=None, pattern=r"^(s3|https)://", max_length=2048,
-                              description="First frame (i2v, ti2v): s3:// or https:// URL (public hosts only; "
-                              "s3:// under the namespace's folder with the operator's credentials).",
-                              **checks(NO_USER_INFO, PUBLIC_LITERAL))
+    task: TaskChoice
+    prompt: Prompt
+    negative_prompt: NegativePrompt
+    image: Annotated[ImageUrl, Field(**checks(NO_USER_INFO, PUBLIC_LITERAL))]
     video: Video = Field(default_factory=Video, description="Size, frames and fps (default: the family's).")
     sampling: Sampling = Field(default_factory=Sampling, description="Steps, guidance, shift, solver, seed.")
-    loras: list[Lora] = Field(default_factory=list, max_length=8, description="LoRAs merged into the model.")
+    loras: list[Lora] = Field(default_factory=list, max_length=MAX_LORAS, description="LoRAs merged into the model.")
     output: Output = Field(default_factory=Output, description="Where the MP4 goes (S3).")
     reporting: Reporting = Field(default_factory=Reporting, description="Redis for live progress.")
     acceleration: Acceleration = Field(default_factory=Acceleration,
@@ -220,33 +240,22 @@ class Condition(Model):
     observed_generation: int | None = Field(default=None, description="metadata.generation this was computed from.")
 
 
-class Progress(Model):
-    """Live progress, from the runner's reports in Redis."""
-
-    stage: str | None = Field(default=None, description="loading, encoding, denoising, decoding, exporting, "
-                              "uploading, succeeded or failed.")
-    percent: float | None = Field(default=None, description="Done, 0 to 100.")
-    step: int | None = Field(default=None, description="Denoising steps done.")
-    total_steps: int | None = Field(default=None, description="Denoising steps in all.")
-    eta_seconds: float | None = Field(default=None, description="Estimated seconds left.")
-    message: str | None = Field(default=None, description="What the stage waits on (an upload being retried).")
+def status_part(name: str, doc: str, fields: dict[str, FieldInfo]) -> type[Model]:
+    """A status object made of fields the runner declares (its progress, its result): each
+    optional in status, with the runner's type and description."""
+    return create_model(name, __base__=Model, __doc__=doc, **{
+        field: (info.annotation | None, Field(default=None, description=info.description))
+        for field, info in fields.items()})
 
 
-class OutputStatus(Model):
-    """The video made, from the runner's termination message."""
-
-    uri: str | None = Field(default=None, description="s3://bucket/key of the MP4.")
-    bytes: int | None = Field(default=None, description="Size of the MP4.")
-    sha256: str | None = Field(default=None, description="SHA-256 of the MP4, in hex.")
-    frames: int | None = Field(default=None, description="Frames in the video.")
-    width: int | None = Field(default=None, description="Width in pixels.")
-    height: int | None = Field(default=None, description="Height in pixels.")
-    fps: int | None = Field(default=None, description="Frames per second.")
-    seed: int | None = Field(default=None, description="Seed used (the one drawn when the spec set none).")
-    resumed_from_step: int | None = Field(
-        default=None, description="The attempt that made the video began after this denoising step, from an "
-        "earlier attempt's checkpoint (the steps: it only uploaded a video made before).")
-    timings: Timings | None = Field(default=None, description="Seconds spent in each stage.")
+PROGRESS_FIELDS = ("stage", "percent", "step", "total_steps", "eta_seconds", "message")
+OUTPUT_FIELDS = ("uri", "bytes", "sha256", "frames", "width", "height", "fps")  # not the pod's own path
+RESULT_FIELDS = ("seed", "resumed_from_step", "timings")
+Progress = status_part("Progress", "Live progress, from the runner's reports in Redis.",
+                       {name: ProgressState.model_fields[name] for name in PROGRESS_FIELDS})
+OutputStatus = status_part("OutputStatus", "The video made, from the runner's termination message.",
+                           {**{name: VideoOutput.model_fields[name] for name in OUTPUT_FIELDS},
+                            **{name: RunResult.model_fields[name] for name in RESULT_FIELDS}})
 
 
 Phase = Literal["Pending", "Queued", "Running", "Succeeded", "Failed", "Suspended"]

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import kubernetes
 import urllib3
@@ -24,6 +25,7 @@ from videogen_operator.models import GROUP, KIND, PLURAL, VERSION, VideoGenerati
 from videogen_operator.progress import ProgressSource
 from videogen_operator.settings import Settings
 from videogen_operator.status import TERMINAL, Observation, compute_status, lost_job, transition_event
+from videogen_runner.request import GenerationRequest
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace, name) of a VideoGeneration
@@ -51,6 +53,10 @@ def refusal(error: kubernetes.client.ApiException) -> str:
                          else c.get("message", "") for c in causes)
     except (TypeError, ValueError, KeyError, AttributeError):
         return api_message(error)
+
+
+def key_of(meta: dict) -> Key:
+    return meta["namespace"], meta["name"]
 
 
 # --- what the indexes keep: only the fields the status needs, so that memory stays small ----------
@@ -164,6 +170,20 @@ class Writers:
             del self.running[key]
 
 
+@dataclass
+class Remembered:
+    """What the operator keeps about one resource (of one uid) between passes, beside kopf's
+    indexes. All of it goes when the resource does (Reconciler.forget)."""
+
+    uid: str
+    written: tuple[str, dict] | None = None  # (resourceVersion written over, the answer), until the watch has it
+    created: dict | None = None  # the Job just created, until the watch has it
+    refused: str | None = None  # why the API server refused its Job
+    failure: tuple[str, str] | None = None  # (Job uid, the Job controller's latest FailedCreate), until a pod exists
+    task: str | None = None  # its Redis task id, while its runners' nudges matter
+    progress_due: float = 0.0  # when a runner's next nudge may run the writer (monotonic)
+
+
 class Reconciler:
     def __init__(self, settings: Settings, indexes, leading=lambda namespace: True, api_client=None):
         self.settings = settings
@@ -179,12 +199,8 @@ class Reconciler:
         self.lanes = {lane: ThreadPoolExecutor(size, thread_name_prefix=lane) for lane, size in LANES.items()}
         self.redis = ProgressSource(settings) if settings.redis_url else None
         self.writers = Writers(self.reconcile)
-        self.tasks: dict[str, Key] = {}  # Redis task id → resource, for the runners' nudges
-        self.written: dict[Key, tuple[str, dict]] = {}  # resourceVersion written over → the answer
-        self.created: dict[str, dict] = {}  # resource uid → the Job just created, until the watch has it
-        self.refused: dict[str, str] = {}  # resource uid → why the API server refused its Job
-        self.failures: dict[str, str] = {}  # Job uid → the Job controller's latest FailedCreate
-        self.progress_due: dict[Key, float] = {}  # when a runner's next nudge may run the writer
+        self.remembered: dict[Key, Remembered] = {}
+        self.tasks: dict[str, Key] = {}  # Redis task id → resource (an index of remembered[*].task)
         self.ready = False  # kopf has filled the indexes (its handlers run only then)
 
     async def call(self, lane: str, fn, *args, **kwargs):
@@ -199,45 +215,60 @@ class Reconciler:
         if not found:
             return None
         body = found[0]
-        written = self.written.get(key)
-        if written and written[0] == body["metadata"]["resourceVersion"]:
-            return written[1]
-        self.written.pop(key, None)  # the watch caught up
+        memory = self.memory(key, body["metadata"]["uid"])
+        if memory.written and memory.written[0] == body["metadata"]["resourceVersion"]:
+            return memory.written[1]
+        memory.written = None  # the watch caught up
         return body
+
+    def memory(self, key: Key, uid: str) -> Remembered:
+        """What is remembered about the resource of this uid (an earlier namesake's is dropped)."""
+        memory = self.remembered.get(key)
+        if memory is None or memory.uid != uid:
+            self.forget(key)
+            memory = self.remembered[key] = Remembered(uid)
+        return memory
 
     def job(self, key: Key, uid: str) -> dict | None:
         """Its Job: the watch's copy if owned by this resource (not by an earlier one of the same name)."""
         owned = [j for j in self.indexes["jobs"].get(key, []) if uid in j["metadata"]["owners"]]
+        memory = self.memory(key, uid)
         if owned:
-            self.created.pop(uid, None)
+            memory.created = None
             return owned[0]
-        return self.created.get(uid)
+        return memory.created
 
     def pods(self, key: Key, job: dict | None) -> list[dict]:
         if job is None:
             return []
         return [p for p in self.indexes["pods"].get(key, []) if p["metadata"]["job"] == job["metadata"]["uid"]]
 
-    async def observe(self, key: Key, body: dict) -> Observation:
-        meta, old = body["metadata"], body.get("status") or {}
+    def parse(self, body: dict) -> tuple[VideoGenerationSpec | None, GenerationRequest | None, str | None]:
+        """The spec and the runner's request, built once per reconcile; or why not (InvalidSpec)."""
         try:
-            spec, _ = jobs.parse_spec(body, self.settings)
-            invalid = self.refused.get(meta["uid"])
+            spec, request = jobs.parse_spec(body, self.settings)
         except jobs.InvalidSpec as e:
-            spec, invalid = None, str(e)
+            return None, None, str(e)
+        return spec, request, None
+
+    async def observe(self, key: Key, body: dict, parsed: tuple) -> Observation:
+        meta, old = body["metadata"], body.get("status") or {}
+        spec, _, invalid = parsed
+        memory = self.memory(key, meta["uid"])
+        invalid = invalid or memory.refused  # the API server refused its Job
         job = self.job(key, meta["uid"])
         pods = self.pods(key, job)
         progress = live = None
         if uses_own_redis(spec, self.settings) and old.get("phase") not in TERMINAL:
-            task = jobs.task_id(*key)
-            self.tasks[task] = key
-            progress = await self.redis.state(task)
+            memory.task = jobs.task_id(*key)
+            self.tasks[memory.task] = key
+            progress = await self.redis.state(memory.task)
             live = self.redis.live
         failure = None
-        if job is not None and not pods:
-            failure = self.failures.get(job["metadata"]["uid"])
-        elif job is not None:
-            self.failures.pop(job["metadata"]["uid"], None)  # a complaint counts until the pod exists
+        if job is not None and memory.failure and memory.failure[0] == job["metadata"]["uid"]:
+            failure = None if pods else memory.failure[1]
+            if pods:
+                memory.failure = None  # a complaint counts until the pod exists
         return Observation(spec=spec, meta=meta, old=old, job=job, pods=pods, progress=progress,
                            live_progress=live, creation_failure=failure, invalid=invalid, now=now())
 
@@ -245,12 +276,12 @@ class Reconciler:
         """The Job controller's latest FailedCreate warning for each Job without a pod (a quota, an
         admission policy refused the pod), which the Job's own status does not carry: one list of
         such events per namespace that has one of these Jobs, on the periodic pass only."""
-        podless: dict[str, set[str]] = {}
+        podless: dict[str, dict[str, Key]] = {}  # namespace → Job uid → resource
         for key in self.unfinished():
             body = self.resource(key)
             job = self.job(key, body["metadata"]["uid"]) if body else None
             if job is not None and not job["spec"].get("suspend") and not self.pods(key, job) and self.leading(key[0]):
-                podless.setdefault(key[0], set()).add(job["metadata"]["uid"])
+                podless.setdefault(key[0], {})[job["metadata"]["uid"]] = key
         for namespace, uids in podless.items():
             try:
                 answer = await self.call("events", self.api.list_namespaced_event, namespace,
@@ -266,7 +297,8 @@ class Reconciler:
                 if uid in uids and stamp >= latest.get(uid, ("",))[0]:
                     latest[uid] = (stamp, event.get("message") or "")
             for uid, (_, message) in latest.items():
-                self.failures[uid] = message
+                if (memory := self.remembered.get(uids[uid])) is not None:
+                    memory.failure = (uid, message)
 
     # --- the one reconcile path ---------------------------------------------------------------
 
@@ -288,13 +320,14 @@ class Reconciler:
         if body is None or not self.ready or not self.leading(key[0]):
             return
         # 1. Observe.
-        o = await self.observe(key, body)
+        parsed = self.parse(body)
+        o = await self.observe(key, body, parsed)
         # 2. The Job it needs.
         status = compute_status(o)
         action = job_action(o, status, jobs.job_ttl(o.spec, self.settings) if o.spec else None)
         if action is not None:
-            await self.act(action, key, body, o.spec)
-            o = await self.observe(key, body)
+            await self.act(action, key, body, parsed)
+            o = await self.observe(key, body, parsed)
             status = compute_status(o)
         # 3. The whole status, written over the version it was computed from.
         if _without_times(status) == _without_times(o.old):
@@ -305,15 +338,17 @@ class Reconciler:
             self.api.replace_namespaced_custom_object_status, GROUP, VERSION, key[0], PLURAL, key[1],
             {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "status": status,
              "metadata": {"name": key[1], "namespace": key[0], "resourceVersion": meta["resourceVersion"]}})
-        self.written[key] = (meta["resourceVersion"], trim_videogeneration(answer))
-        if status["phase"] in TERMINAL:
-            self.tasks.pop(jobs.task_id(*key), None)
+        memory = self.memory(key, meta["uid"])
+        memory.written = (meta["resourceVersion"], trim_videogeneration(answer))
+        if status["phase"] in TERMINAL and memory.task:
+            self.tasks.pop(memory.task, None)
+            memory.task = None
         await self.transition(body, o.old, status)
 
-    async def act(self, action: str, key: Key, body: dict, spec: VideoGenerationSpec) -> None:
-        name = jobs.job_name(key[1])
+    async def act(self, action: str, key: Key, body: dict, parsed: tuple) -> None:
+        name, (spec, request, _) = jobs.job_name(key[1]), parsed
         if action == "create":
-            await self.create_job(body)
+            await self.create_job(body, spec, request)
         elif action == "delete":
             await self.call("jobs", self.api.delete_namespaced_job, name, key[0],
                             propagation_policy="Background")
@@ -324,22 +359,21 @@ class Reconciler:
             await self.call("jobs", self.api.patch_namespaced_job, name, key[0],
                             {"spec": {"suspend": action == "suspend"}})
 
-    async def create_job(self, body: dict) -> None:
+    async def create_job(self, body: dict, spec: VideoGenerationSpec, request: GenerationRequest) -> None:
         """Creates the resource's one Job unless it exists (its name is deterministic)."""
         meta = body["metadata"]
-        spec, request = jobs.parse_spec(body, self.settings)
         manifest = jobs.build_job(body, spec, request, self.settings)
         try:
             created = await self.call("jobs", self.api.create_namespaced_job, meta["namespace"], manifest)
         except kubernetes.client.ApiException as e:
             if e.status in (400, 422):
-                self.refused[meta["uid"]] = f"the Job was refused: {refusal(e)}"[:1000]
+                self.memory(key_of(meta), meta["uid"]).refused = f"the Job was refused: {refusal(e)}"[:1000]
                 return
             if e.status != 409:
                 raise
             # Ours and not yet watched, or an earlier resource's still being deleted: its deletion nudges.
             return
-        self.created[meta["uid"]] = trim_job(created)
+        self.memory(key_of(meta), meta["uid"]).created = trim_job(created)
         metrics.JOBS_CREATED.inc()
         self.event(body, "Normal", "JobCreated", f"created Job {manifest['metadata']['name']}")
 
@@ -388,20 +422,24 @@ class Reconciler:
         for key in self.unfinished():
             self.writers.nudge(key)
 
-    def forget(self, key: Key, uid: str) -> None:
-        self.written.pop(key, None)
-        self.progress_due.pop(key, None)
-        self.tasks.pop(jobs.task_id(*key), None)
-        for memory in (self.created, self.refused):
-            memory.pop(uid, None)
+    def forget(self, key: Key, uid: str | None = None) -> None:
+        """Everything remembered about the resource (of `uid`, when given: a namesake created since
+        keeps its own): it is gone."""
+        memory = self.remembered.get(key)
+        if memory is None or (uid is not None and memory.uid != uid):
+            return
+        del self.remembered[key]
+        if memory.task:
+            self.tasks.pop(memory.task, None)
 
     def progress_nudged(self, task: str) -> None:
         """A runner's nudge: its resource's writer, at most once per progress interval."""
         key = self.tasks.get(task)
-        if key is None:
+        memory = self.remembered.get(key) if key else None
+        if memory is None:
             return
-        wait = self.progress_due.get(key, 0.0) - time.monotonic()
-        self.progress_due[key] = time.monotonic() + max(wait, 0.0) + self.settings.progress_interval_seconds
+        wait = memory.progress_due - time.monotonic()
+        memory.progress_due = time.monotonic() + max(wait, 0.0) + self.settings.progress_interval_seconds
         if wait > 0:
             self.writers.later(key, wait)
         else:

@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from videogen_operator.job import spec_message
-from videogen_operator.models import VideoGenerationSpec
+from videogen_operator.models import (
+    OUTPUT_FIELDS,
+    PROGRESS_FIELDS,
+    RESULT_FIELDS,
+    OutputStatus,
+    Progress,
+    VideoGenerationSpec,
+)
 from videogen_runner.progress import ProgressState
 from videogen_runner.result import RunResult
 
@@ -59,11 +66,8 @@ def newest(pods: list[dict]) -> dict | None:
 
 
 def output_status(result: RunResult) -> dict:
-    out = result.output
-    return {"uri": out.uri, "bytes": out.bytes, "sha256": out.sha256, "frames": out.frames, "width": out.width,
-            "height": out.height, "fps": out.fps, "seed": result.seed,
-            **({"resumedFromStep": result.resumed_from_step} if result.resumed_from_step is not None else {}),
-            "timings": result.timings.model_dump()}
+    fields = {**result.output.model_dump(include=set(OUTPUT_FIELDS)), **result.model_dump(include=set(RESULT_FIELDS))}
+    return OutputStatus.model_validate(fields).model_dump(by_alias=True, exclude_none=True)
 
 
 def phase_of(spec: VideoGenerationSpec, job: dict | None, pods: list[dict],
@@ -221,9 +225,8 @@ def ran(pod: dict) -> bool:
 
 
 def progress_status(state: ProgressState) -> dict:
-    progress = {"stage": state.stage, "percent": state.percent, "step": state.step,
-                "totalSteps": state.total_steps, "etaSeconds": state.eta_seconds, "message": state.message}
-    return {k: v for k, v in progress.items() if v is not None}
+    fields = state.model_dump(include=set(PROGRESS_FIELDS))
+    return Progress.model_validate(fields).model_dump(by_alias=True, exclude_none=True)
 
 
 def live_progress_condition(live: tuple[bool, str, str], old: list[dict], generation: int, now: str) -> dict:

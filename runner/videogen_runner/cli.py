@@ -14,10 +14,12 @@ import random
 import signal
 import sys
 import time
+import typing
 import uuid
 from pathlib import Path
 
 from pydantic import ValidationError
+from pydantic.fields import FieldInfo
 
 from videogen_runner.errors import InvalidRequest, OutOfGpuMemory, RunnerError, Terminated
 from videogen_runner.model_folder import infer_preset, read_ahead
@@ -27,7 +29,22 @@ from videogen_runner.request import TASK_ID, GenerationRequest, Reporting, descr
 from videogen_runner.result import RunResult, Timings
 
 log = logging.getLogger("videogen_runner")
-WAN_TASK_NAMES = {"t2v-a14b": "t2v-a14b", "i2v-a14b": "i2v-a14b", "ti2v-5b": "ti2v-5b"}
+TERMINATION_MESSAGE_PATH = os.environ.get("TERMINATION_MESSAGE_PATH", "/dev/termination-log")
+# The flags of each request field: generate_final.py's and Wan's generate.py's names first, then
+# diffusers-style ones. Types and help come from the request model, the one declaration.
+FLAGS = {
+    "task_id": ("--task_id",), "prompt": ("--prompt",), "negative_prompt": ("--negative_prompt",),
+    "image": ("--image",), "width": ("--width",), "height": ("--height",),
+    "frames": ("--frame_num", "--num_frames", "--frames"), "fps": ("--fps",),
+    "steps": ("--sample_steps", "--num_inference_steps", "--steps"),
+    "guidance_scale": ("--sample_guide_scale", "--guidance_scale"), "guidance_scale_2": ("--guidance_scale_2",),
+    "flow_shift": ("--sample_shift", "--flow_shift"), "sampler": ("--sample_solver", "--sampler"),
+    "seed": ("--base_seed", "--seed"),
+    "output.path": ("--output_path",), "output.bucket": ("--s3_bucket",), "output.key": ("--s3_key",),
+    "output.endpoint_url": ("--s3_endpoint_url",), "output.region": ("--s3_region",),
+    "reporting.redis_url": ("--redis_url",),
+    "acceleration.attention_backend": ("--attention_backend",), "acceleration.offload": ("--offload",),
+}
 
 
 class Parser(argparse.ArgumentParser):
@@ -35,42 +52,37 @@ class Parser(argparse.ArgumentParser):
         raise InvalidRequest(f"command line: {message}")
 
 
+def request_field(path: str) -> FieldInfo:
+    """The request model's declaration of a dotted field (output.key)."""
+    model, *parents, leaf = (GenerationRequest, *path.split("."))
+    for parent in parents:
+        model = model.model_fields[parent].annotation
+    return model.model_fields[leaf]
+
+
+def flag_type(field: FieldInfo):
+    """int or float for numeric fields (also when optional), else str: the model judges the rest."""
+    kinds = typing.get_args(field.annotation) or (field.annotation,)
+    return next((kind for kind in (int, float) if kind in kinds), str)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="videogen-runner", description="Generate one Wan2.2 video with diffusers.")
     p.add_argument("--request", help="JSON request file (default: the VIDEOGEN_REQUEST variable)")
-    p.add_argument("--task_id")
-    p.add_argument("--model_path")
+    p.add_argument("--model_path", help=request_field("model.path").description)
     p.add_argument("--model", "--preset", dest="preset", choices=sorted(PRESETS),
                    help="model family (default: inferred from the model folder)")
     p.add_argument("--task", help="t2v, i2v or ti2v; Wan's names (t2v-A14B, ti2v-5B, …) also pick the model")
-    p.add_argument("--prompt")
-    p.add_argument("--negative_prompt")
-    p.add_argument("--image", help="first frame: s3:// or https:// URL")
     p.add_argument("--size", help="WIDTH*HEIGHT, as in Wan's generate.py")
-    p.add_argument("--width", type=int)
-    p.add_argument("--height", type=int)
-    p.add_argument("--frame_num", "--num_frames", "--frames", dest="frames", type=int)
-    p.add_argument("--fps", type=int)
-    p.add_argument("--sample_steps", "--num_inference_steps", "--steps", dest="steps", type=int)
-    p.add_argument("--sample_guide_scale", "--guidance_scale", dest="guidance_scale", type=float)
-    p.add_argument("--guidance_scale_2", type=float)
-    p.add_argument("--sample_shift", "--flow_shift", dest="flow_shift", type=float)
-    p.add_argument("--sample_solver", "--sampler", dest="sampler", help="unipc (default) or euler")
-    p.add_argument("--base_seed", "--seed", dest="seed", type=int)
+    for path, flags in FLAGS.items():
+        field = request_field(path)
+        p.add_argument(*flags, dest=path, metavar=path.rpartition(".")[2].upper(), type=flag_type(field),
+                       help=field.description)
     p.add_argument("--lora", action="append", metavar="PATH[:WEIGHT]", help="repeatable")
-    p.add_argument("--output_path", help="local MP4 path")
-    p.add_argument("--s3_bucket")
-    p.add_argument("--s3_key", help="object key template, e.g. videos/{task_id}.mp4")
-    p.add_argument("--s3_endpoint_url")
-    p.add_argument("--s3_region")
-    p.add_argument("--redis_url")
     p.add_argument("--redis_host")
     p.add_argument("--redis_port", type=int, default=6379)
     p.add_argument("--redis_db", type=int, default=0)
-    p.add_argument("--attention_backend")
-    p.add_argument("--offload", choices=["none", "model", "sequential"])
-    p.add_argument("--termination-message-path",
-                   default=os.environ.get("TERMINATION_MESSAGE_PATH", "/dev/termination-log"))
+    p.add_argument("--termination-message-path", default=TERMINATION_MESSAGE_PATH)
     return p
 
 
@@ -95,34 +107,28 @@ def request_document(args: argparse.Namespace) -> dict:
             node = node.setdefault(parent, {})
         node[leaf] = value
 
-    if args.task and args.task.lower() in WAN_TASK_NAMES:
-        args.preset, args.task = WAN_TASK_NAMES[args.task.lower()], None
+    options = vars(args)
+    if args.task and args.task.lower() in PRESETS:  # Wan's task names are the model families'
+        args.preset, args.task = args.task.lower(), None
     if args.size:
         try:
-            args.width, args.height = (int(v) for v in args.size.lower().replace("x", "*").split("*"))
+            options["width"], options["height"] = (int(v) for v in args.size.lower().replace("x", "*").split("*"))
         except ValueError:
             raise InvalidRequest(f"size: {args.size!r} is not WIDTH*HEIGHT") from None
-    put("task_id", args.task_id)
+    put("task", args.task)
+    for path in FLAGS:
+        if path != "reporting.redis_url":  # below: it wins over --redis_host
+            put(path, options[path])
     doc.setdefault("task_id", f"run-{uuid.uuid4().hex[:12]}")
     put("model.path", args.model_path)
     put("model.preset", args.preset)
     if doc.get("model", {}).get("path") and not doc["model"].get("preset"):
         put("model.preset", infer_preset(doc["model"]["path"]))
-    for name in ("task", "prompt", "negative_prompt", "image", "width", "height", "frames", "fps", "steps",
-                 "guidance_scale", "guidance_scale_2", "flow_shift", "sampler", "seed"):
-        put(name, getattr(args, name))
     if args.lora:
         doc["loras"] = [lora_flag(value) for value in args.lora]
-    put("output.path", args.output_path)
-    put("output.bucket", args.s3_bucket)
-    put("output.key", args.s3_key)
-    put("output.endpoint_url", args.s3_endpoint_url)
-    put("output.region", args.s3_region)
     if args.redis_host:
         put("reporting.redis_url", f"redis://{args.redis_host}:{args.redis_port}/{args.redis_db}")
-    put("reporting.redis_url", args.redis_url)
-    put("acceleration.attention_backend", args.attention_backend)
-    put("acceleration.offload", args.offload)
+    put("reporting.redis_url", options["reporting.redis_url"])
     return doc
 
 
@@ -143,7 +149,7 @@ def on_sigterm(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, on_sigterm)
-    termination_path = os.environ.get("TERMINATION_MESSAGE_PATH", "/dev/termination-log")
+    termination_path = TERMINATION_MESSAGE_PATH
     task_id = "unknown"
     reporter = None
     try:

@@ -110,13 +110,6 @@ class Mp4Writer:
         self.path.unlink(missing_ok=True)
 
 
-def write_mp4(video: np.ndarray, path: Path, fps: int) -> None:
-    """A whole uint8 video at once."""
-    writer = Mp4Writer(path, fps)
-    writer.add_uint8(video)
-    writer.close()
-
-
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -13,7 +13,6 @@ Task = Literal["t2v", "i2v", "ti2v"]
 @dataclass(frozen=True)
 class Preset:
     name: PresetName
-    pipeline: str  # diffusers class used for image-to-video tasks is WanImageToVideoPipeline
     tasks: tuple[Task, ...]  # the first is the default
     width: int
     height: int
@@ -30,19 +29,19 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     # Wan-AI/Wan2.2-TI2V-5B: one transformer, Wan2.2 VAE (16× spatial), per-token timesteps.
     "ti2v-5b": Preset(
-        name="ti2v-5b", pipeline="WanPipeline", tasks=("ti2v", "t2v", "i2v"),
+        name="ti2v-5b", tasks=("ti2v", "t2v", "i2v"),
         width=1280, height=704, frames=121, fps=24, steps=50,
         guidance_scale=5.0, guidance_scale_2=None, flow_shift=5.0, size_multiple=32, two_experts=False,
     ),
     # Wan-AI/Wan2.2-T2V-A14B: high-noise and low-noise experts, Wan2.1 VAE (8× spatial).
     "t2v-a14b": Preset(
-        name="t2v-a14b", pipeline="WanPipeline", tasks=("t2v",),
+        name="t2v-a14b", tasks=("t2v",),
         width=1280, height=720, frames=81, fps=16, steps=40,
         guidance_scale=4.0, guidance_scale_2=3.0, flow_shift=12.0, size_multiple=16, two_experts=True,
     ),
     # Wan-AI/Wan2.2-I2V-A14B: like T2V-A14B, conditioned on a first frame.
     "i2v-a14b": Preset(
-        name="i2v-a14b", pipeline="WanImageToVideoPipeline", tasks=("i2v",),
+        name="i2v-a14b", tasks=("i2v",),
         width=1280, height=720, frames=81, fps=16, steps=40,
         guidance_scale=3.5, guidance_scale_2=3.5, flow_shift=5.0, size_multiple=16, two_experts=True,
     ),

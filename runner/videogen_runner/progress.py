@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import redis
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from videogen_runner.request import Reporting
 from videogen_runner.result import RunResult
@@ -77,13 +77,14 @@ class ProgressState(BaseModel):
 
     task_id: str
     updated_at: float  # Unix seconds
-    stage: Stage
+    stage: Stage = Field(description="loading, encoding, denoising, decoding, exporting, uploading, succeeded or "
+                         "failed.")
     status: Literal["running", "succeeded", "failed"] = "running"
-    percent: float | None = None
-    step: int | None = None
-    total_steps: int | None = None
-    eta_seconds: float | None = None  # remaining denoising time
-    message: str | None = None  # what the stage waits on, e.g. an upload being retried
+    percent: float | None = Field(default=None, description="Done, 0 to 100.")
+    step: int | None = Field(default=None, description="Denoising steps done.")
+    total_steps: int | None = Field(default=None, description="Denoising steps in all.")
+    eta_seconds: float | None = Field(default=None, description="Estimated seconds of denoising left.")
+    message: str | None = Field(default=None, description="What the stage waits on (an upload being retried).")
     exit_code: int | None = None
     result: str | None = None  # the RunResult's JSON, at the end
     output_uri: str | None = None

@@ -10,7 +10,7 @@ import re
 import string
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -25,7 +25,6 @@ MAX_PROMPT_CHARS = 2000  # UMT5 reads 512 tokens; longer text would be cut silen
 KEY_TEMPLATE_FIELDS = {"task_id", "model", "seed", "date"}
 SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/=-]*")
 KEY_PREFIX_PATTERN = r"^([a-z0-9][a-z0-9.-]*/)?$"  # "" or one namespace-like folder: "team-a/"
-IMAGE_SCHEMES = ("s3://", "https://")
 # diffusers' attention backends (AttentionBackendName of the locked diffusers) that need nothing
 # downloaded at run time (a pod may have no internet: no `_hub` kernels); tests compare the list
 # with diffusers' own. Which of them really runs is judged on the pod's GPU (attention.py).
@@ -104,6 +103,71 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# --- The contract's fields, each declared once -----------------------------------------------------
+# The request below and the VideoGeneration spec (operator/videogen_operator/models.py, from which
+# the CRD is generated) are both made of these: a bound, a default or a description is one edit for
+# the request, the spec, the CRD and the CLI's help. Where each sits in the spec: job.PLACEMENT.
+
+SIZE = "a multiple of 16 (A14B) or 32 (TI2V-5B)"
+TaskChoice = Annotated[Task | None, Field(default=None, description="t2v, i2v or ti2v (default: the family's "
+                                          "first; TI2V-5B takes an image or not).")]
+Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="What the video shows.")]
+NegativePrompt = Annotated[str, Field(default="", max_length=MAX_PROMPT_CHARS, description="What to avoid.")]
+ImageUrl = Annotated[str | None, Field(
+    default=None, pattern=r"^(s3|https)://", max_length=2048,
+    description="First frame (i2v, ti2v): an s3:// or https:// URL (public hosts only; with the operator's "
+    "credentials, s3:// objects under the namespace's folder).")]
+Width = Annotated[int | None, Field(default=None, ge=32, le=2048, description=f"Pixels, {SIZE} (default: the "
+                                    "family's).")]
+Height = Annotated[int | None, Field(default=None, ge=32, le=2048, description=f"Pixels, {SIZE} (default: the "
+                                     "family's).")]
+Frames = Annotated[int | None, Field(default=None, ge=1, le=321, description="Frames, 4k+1: 81, 121, … (default: "
+                                     "the family's).")]
+Fps = Annotated[int | None, Field(default=None, ge=1, le=60, description="Frames per second of the MP4 (default: "
+                                  "the family's).")]
+Steps = Annotated[int | None, Field(default=None, ge=1, le=150, description="Denoising steps (default: the "
+                                    "family's).")]
+GuidanceScale = Annotated[float | None, Field(default=None, ge=0.0, le=30.0, description="Classifier-free guidance "
+                                              "(default: the family's).")]
+GuidanceScale2 = Annotated[float | None, Field(default=None, ge=0.0, le=30.0, description="Two-expert A14B models: "
+                                               "the low-noise expert's guidance (default: the family's).")]
+FlowShift = Annotated[float | None, Field(default=None, gt=0.0, le=50.0, description="Flow-matching shift "
+                                          "(default: the family's).")]
+Sampler = Annotated[Literal["unipc", "euler"], Field(
+    default="unipc", description="Flow-matching solver: unipc (Wan's own) or euler (step-distilled LoRAs).")]
+Seed = Annotated[int | None, Field(default=None, ge=0, le=2**32 - 1, description="Unset: random, reported back.")]
+MAX_LORAS = 8
+LoraWeight = Annotated[float, Field(default=1.0, ge=-4.0, le=4.0, description="Adapter strength.")]
+LoraExperts = Annotated[Literal["both", "high_noise", "low_noise"], Field(
+    default="both", description="Two-expert A14B models: which expert(s) receive the LoRA.")]
+Bucket = Annotated[str | None, Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+                                     description="S3 bucket of the MP4 (default: the operator's).")]
+KeyTemplate = Annotated[str, Field(max_length=512, description="Object key template; fields: {task_id} {model} "
+                                   "{seed} {date} (default: {task_id}.mp4).")]
+EndpointUrl = Annotated[str | None, Field(default=None, pattern=r"^https?://", max_length=512,
+                                          description="S3-compatible endpoint (default: the operator's, else AWS).")]
+Region = Annotated[str | None, Field(default=None, pattern=r"^[a-z0-9-]{1,32}$", description="S3 region.")]
+RedisUrl = Annotated[str | None, Field(default=None, pattern=r"^rediss?://", max_length=512,
+                                       description="redis://host:port/db (default: the operator's).")]
+AttentionBackendChoice = Annotated[AttentionBackend, Field(
+    default="auto", description="auto (the fastest verified to run on the pod's GPU), or a diffusers backend.")]
+Offload = Annotated[Literal["none", "model", "sequential"], Field(
+    default="none", description="CPU offload when the model does not fit the GPU.")]
+Compile = Annotated[bool, Field(default=True, description="Regional torch.compile of the transformer blocks (GPU).")]
+StepCache = Annotated[Literal["none", "first_block", "taylorseer"], Field(
+    default="none", description="Opt-in approximation: reuse transformer work between denoising steps.")]
+StepCacheThreshold = Annotated[float, Field(
+    default=0.05, gt=0.0, le=1.0, description="first_block: relative residual change under which a step is reused.")]
+Fp8 = Annotated[bool, Field(default=False, description="Opt-in approximation: FP8 weights and activations in the "
+                            "transformer's linear layers (torchao; GPUs with FP8 matrix units, e.g. Hopper).")]
+FastVae = Annotated[bool, Field(default=True, description="VAE decode with fused kernels and implicit padding, same "
+                                "arithmetic (GPU).")]
+FuseLoras = Annotated[bool, Field(default=True, description="Merge LoRAs into the weights after loading: no "
+                                  "per-step LoRA work.")]
+VaeBf16 = Annotated[bool, Field(default=False, description="Opt-in approximation: the VAE in bfloat16 (decode, and "
+                                "an i2v image's encode).")]
+
+
 class ModelSource(Strict):
     """Which Wan2.2 family, and the local folder holding its diffusers weights."""
 
@@ -115,10 +179,8 @@ class ModelSource(Strict):
 
 class Lora(Strict):
     path: str = Field(min_length=1, description="Local .safetensors file or folder of a LoRA.")
-    weight: float = Field(default=1.0, ge=-4.0, le=4.0, description="Adapter strength.")
-    experts: Literal["both", "high_noise", "low_noise"] = Field(
-        default="both", description="A14B models: which expert(s) receive the LoRA."
-    )
+    weight: LoraWeight
+    experts: LoraExperts
 
     _inside = field_validator("path")(checked(path_problem))
 
@@ -128,18 +190,14 @@ class Output(Strict):
 
     path: str = Field(default="/tmp/videogen/output.mp4", min_length=1, description="Local MP4 path, or a folder "
                       "(one that exists, or a path ending in /) to write <task_id>.mp4 into.")
-    bucket: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-    key: str = Field(
-        default="{task_id}.mp4",
-        max_length=512,
-        description="Object key template; fields: {task_id} {model} {seed} {date}.",
-    )
+    bucket: Bucket
+    key: KeyTemplate = "{task_id}.mp4"
     prefix: str = Field(
         default="", pattern=KEY_PREFIX_PATTERN,
         description="Folder every key this request writes or reads lies under (the operator: the tenant's).",
     )
-    endpoint_url: str | None = Field(default=None, pattern=r"^https?://", description="S3-compatible endpoint.")
-    region: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,32}$")
+    endpoint_url: EndpointUrl
+    region: Region
     upload_retry_seconds: float = Field(
         default=300.0, ge=0, le=3600,
         description="How long the pod keeps retrying a failed upload (backoff with jitter) before it gives up.",
@@ -163,7 +221,7 @@ class Output(Strict):
 class Reporting(Strict):
     """Redis progress reporting; the password comes from the REDIS_PASSWORD environment variable."""
 
-    redis_url: str | None = Field(default=None, pattern=r"^rediss?://", description="redis://host:port/db")
+    redis_url: RedisUrl
 
     _no_credentials = field_validator("redis_url")(checked(credentials_problem))
     key_prefix: str = Field(default="videogen", pattern=r"^[A-Za-z0-9:_-]{1,64}$")
@@ -191,19 +249,15 @@ class Checkpoints(Strict):
 
 
 class Acceleration(Strict):
-    attention_backend: AttentionBackend = Field(
-        default="auto", description="diffusers attention backend, or auto (the fastest that runs here)."
-    )
-    offload: Literal["none", "model", "sequential"] = Field(
-        default="none", description="CPU offload when the model does not fit the GPU."
-    )
-    compile: bool = Field(default=True, description="Regional torch.compile of the transformer blocks (GPU).")
+    """How the runner computes: exact by default; approximations only when asked."""
+
+    attention_backend: AttentionBackendChoice
+    offload: Offload
+    compile: Compile
     uniform_timesteps: bool = Field(
         default=True, description="TI2V-5B text-to-video: one timestep embedding per video, not per token (exact)."
     )
-    fast_vae: bool = Field(
-        default=True, description="VAE decode with fused kernels and implicit padding, same arithmetic (GPU).",
-    )
+    fast_vae: FastVae
     overlap_load: bool = Field(
         default=True, description="Read the weights into the page cache while torch imports, and the transformers "
         "in the background while the rest loads and the prompt is encoded, the A14B low-noise expert while the "
@@ -217,22 +271,11 @@ class Acceleration(Strict):
         default=False, description="Several processes with guidance: the conditional and the unconditional pass "
         "on two halves of them, each half splitting the tokens among its own (same result).",
     )
-    fp8: bool = Field(
-        default=False, description="Opt-in approximation: FP8 weights and activations in the transformer's linear "
-        "layers (torchao; GPUs with FP8 matrix units, e.g. Hopper).",
-    )
-    step_cache: Literal["none", "first_block", "taylorseer"] = Field(
-        default="none", description="Opt-in approximation: reuse transformer work between denoising steps."
-    )
-    fuse_loras: bool = Field(
-        default=True, description="Merge LoRAs into the weights after loading: no per-step LoRA work.",
-    )
-    vae_bf16: bool = Field(
-        default=False, description="Opt-in approximation: the VAE in bfloat16 (decode, and an i2v image's encode).",
-    )
-    step_cache_threshold: float = Field(
-        default=0.05, gt=0.0, le=1.0, description="first_block: relative residual change under which a step is reused."
-    )
+    fp8: Fp8
+    step_cache: StepCache
+    fuse_loras: FuseLoras
+    vae_bf16: VaeBf16
+    step_cache_threshold: StepCacheThreshold
 
 
 class GenerationRequest(Strict):
@@ -240,23 +283,21 @@ class GenerationRequest(Strict):
 
     task_id: str = Field(pattern=TASK_ID_PATTERN, description="Names the run in Redis, S3 and logs.")
     model: ModelSource
-    task: Task | None = Field(default=None, description="t2v, i2v or ti2v (TI2V-5B: image optional).")
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
-    negative_prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS)
-    image: str | None = Field(default=None, description="First frame, as s3:// or https:// URL.")
-    width: int | None = Field(default=None, ge=32, le=2048)
-    height: int | None = Field(default=None, ge=32, le=2048)
-    frames: int | None = Field(default=None, ge=1, le=321, description="4k+1 frames.")
-    fps: int | None = Field(default=None, ge=1, le=60)
-    steps: int | None = Field(default=None, ge=1, le=150)
-    guidance_scale: float | None = Field(default=None, ge=0.0, le=30.0)
-    guidance_scale_2: float | None = Field(default=None, ge=0.0, le=30.0, description="A14B low-noise expert.")
-    flow_shift: float | None = Field(default=None, gt=0.0, le=50.0)
-    sampler: Literal["unipc", "euler"] = Field(
-        default="unipc", description="Flow-matching solver: unipc (Wan's own) or euler (step-distilled LoRAs).",
-    )
-    seed: int | None = Field(default=None, ge=0, le=2**32 - 1, description="Unset: random, reported back.")
-    loras: list[Lora] = Field(default_factory=list, max_length=8)
+    task: TaskChoice
+    prompt: Prompt
+    negative_prompt: NegativePrompt
+    image: ImageUrl
+    width: Width
+    height: Height
+    frames: Frames
+    fps: Fps
+    steps: Steps
+    guidance_scale: GuidanceScale
+    guidance_scale_2: GuidanceScale2
+    flow_shift: FlowShift
+    sampler: Sampler
+    seed: Seed
+    loras: list[Lora] = Field(default_factory=list, max_length=MAX_LORAS)
     output: Output = Field(default_factory=Output)
     reporting: Reporting = Field(default_factory=Reporting)
     checkpoints: Checkpoints = Field(default_factory=Checkpoints)
@@ -269,16 +310,7 @@ class GenerationRequest(Strict):
             raise ValueError("must not be blank")
         return prompt
 
-    @field_validator("image")
-    @classmethod
-    def _allowed_url(cls, image: str | None) -> str | None:
-        if image is None:
-            return image
-        if not image.startswith(IMAGE_SCHEMES):
-            raise ValueError(f"must start with one of {IMAGE_SCHEMES}")
-        if problem := input_url_problem(image):
-            raise ValueError(problem)
-        return image
+    _public_input = field_validator("image")(checked(input_url_problem))  # the schemes: ImageUrl's pattern
 
     @model_validator(mode="after")
     def _fill_and_check_against_model(self) -> "GenerationRequest":

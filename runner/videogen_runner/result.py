@@ -12,14 +12,14 @@ TERMINATION_MESSAGE_LIMIT = 4096
 
 
 class VideoOutput(BaseModel):
-    uri: str | None = Field(default=None, description="s3://bucket/key, when uploaded.")
+    uri: str | None = Field(default=None, description="s3://bucket/key of the MP4, when uploaded.")
     path: str = Field(description="Local MP4 path inside the pod.")
-    bytes: int
-    sha256: str
-    frames: int
-    width: int
-    height: int
-    fps: int
+    bytes: int = Field(description="Size of the MP4.")
+    sha256: str = Field(description="SHA-256 of the MP4, in hex.")
+    frames: int = Field(description="Frames in the video.")
+    width: int = Field(description="Width in pixels.")
+    height: int = Field(description="Height in pixels.")
+    fps: int = Field(description="Frames per second.")
 
 
 class Timings(BaseModel):
@@ -45,11 +45,13 @@ class RunResult(BaseModel):
     exit_code: int
     reason: str | None = None
     message: str | None = None
-    seed: int | None = None
-    resumed_from_step: int | None = Field(default=None, description="The checkpoint's step this attempt began at.")
+    seed: int | None = Field(default=None, description="Seed used (the one drawn when the request set none).")
+    resumed_from_step: int | None = Field(
+        default=None, description="The attempt that made the video began after this denoising step, from an "
+        "earlier attempt's checkpoint (the steps: it only uploaded a video made before).")
     attention_backend: str | None = None
     output: VideoOutput | None = None
-    timings: Timings = Field(default_factory=Timings)
+    timings: Timings = Field(default_factory=Timings, description="Seconds spent in each stage.")
 
     def termination_message(self) -> str:
         """Compact JSON under the kubelet's 4 KiB limit; only the free-text message is ever cut."""

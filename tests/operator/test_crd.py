@@ -113,3 +113,35 @@ def test_the_family_rules_come_from_the_presets(monkeypatch):
     assert "8 for t2v-tiny" in rules[".video.height"]["message"]
     assert "t2v-tiny: t2v, i2v" in rules[".task"]["message"] and "['t2v', 'i2v']" in rules[".task"]["rule"]
     assert "'t2v-tiny'" in rules[".sampling.guidanceScale2"]["rule"]
+
+
+SAME = ("type", "minimum", "maximum", "exclusiveMinimum", "pattern", "minLength", "maxLength", "enum", "description")
+
+
+def test_every_field_a_resource_sets_is_the_runners_own_declaration():
+    """One contract: each request field a resource sets (placed by job.PLACEMENT, or inside the
+    output, reporting, lora and acceleration objects) has, in the CRD, the request's type, bounds,
+    choices and description, from the one declaration in request.py."""
+    from pydantic.alias_generators import to_camel
+
+    from videogen_operator.job import PLACEMENT
+    from videogen_runner.request import GenerationRequest
+
+    request, spec = crd.openapi(GenerationRequest), crd.spec_schema()
+
+    def at(schema: dict, path) -> dict:
+        for part in path:
+            schema = schema["items"] if part == "[]" else schema["properties"][part]
+        return schema
+
+    pairs = [(place, (field,)) for field, place in PLACEMENT.items() if field != "acceleration"]
+    chosen = VideoGenerationSpec.model_fields["acceleration"].annotation.model_fields
+    pairs += [(("acceleration", name),) * 2 for name in chosen]
+    pairs += [(("output", n), ("output", n)) for n in ("bucket", "key", "endpoint_url", "region")]
+    pairs += [(("reporting", "redis_url"), ("reporting", "redis_url")), (("loras", "[]", "weight"),) * 2,
+              (("loras", "[]", "experts"),) * 2]
+    assert len(pairs) == 30
+    for spec_path, request_path in pairs:
+        spec_path = [p if p == "[]" else to_camel(p) for p in spec_path]
+        ours, theirs = at(spec, spec_path), at(request, request_path)
+        assert {k: ours.get(k) for k in SAME} == {k: theirs.get(k) for k in SAME}, spec_path

@@ -6,7 +6,8 @@ import socket
 import subprocess
 import sys
 
-from videogen_operator.main import RetriesAsWarnings, own_identity
+from videogen_operator.leader import own_identity
+from videogen_operator.main import RetriesAsWarnings
 
 
 def test_help_lists_the_settings_and_starts_nothing():

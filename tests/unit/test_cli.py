@@ -50,3 +50,15 @@ def test_bad_flags_are_invalid_requests():
 def test_lora_flag():
     assert lora_flag("/l/a.safetensors:0.7") == {"path": "/l/a.safetensors", "weight": 0.7}
     assert lora_flag("/l/a.safetensors") == {"path": "/l/a.safetensors"}
+
+
+def test_the_flags_types_and_help_are_the_request_models():
+    """One declaration: a flag's type and help come from the request field it sets."""
+    from videogen_runner.request import GenerationRequest
+
+    actions = {a.dest: a for a in build_parser()._actions}
+    assert actions["steps"].type is int and actions["guidance_scale"].type is float
+    assert actions["prompt"].type is str
+    assert actions["steps"].help == GenerationRequest.model_fields["steps"].description
+    assert actions["output.key"].help.startswith("Object key template")
+    assert {"--sample_steps", "--num_inference_steps", "--steps"} == set(actions["steps"].option_strings)

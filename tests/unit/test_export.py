@@ -5,7 +5,7 @@ import torch
 
 from videogen_runner import export
 from videogen_runner.errors import InvalidRequest
-from videogen_runner.export import Mp4Writer, to_uint8_video, write_mp4
+from videogen_runner.export import Mp4Writer, to_uint8_video
 
 
 def test_pipeline_output_becomes_one_uint8_video():
@@ -24,7 +24,7 @@ def test_batches_and_wrong_shapes_are_refused(tmp_path):
     with pytest.raises(ValueError, match="shaped"):
         to_uint8_video(torch.zeros(5, 3, 16, 16))
     with pytest.raises(ValueError, match="uint8"):
-        write_mp4(np.zeros((5, 16, 16, 3), np.float32), tmp_path / "x.mp4", 24)
+        Mp4Writer(tmp_path / "x.mp4", 24).add_uint8(np.zeros((5, 16, 16, 3), np.float32))
     assert not (tmp_path / "x.mp4").exists()
 
 
@@ -34,7 +34,9 @@ def noise_video(frames=9, seed=0):
 
 def test_a_video_written_in_chunks_is_the_file_written_at_once(tmp_path):
     video = noise_video()
-    write_mp4(video, tmp_path / "whole.mp4", 16)
+    whole = Mp4Writer(tmp_path / "whole.mp4", 16)
+    whole.add_uint8(video)
+    whole.close()
     writer = Mp4Writer(tmp_path / "chunks" / "video.mp4", 16)  # a folder that does not exist yet
     for chunk in (video[:1], video[1:5], video[5:]):  # as Wan's decoder hands them over: 1, then 4 at a time
         writer.add(torch.from_numpy(chunk).float() / 255.0)
