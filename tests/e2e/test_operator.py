@@ -22,6 +22,7 @@ ROOT = Path(__file__).parents[2]
 CRD = ROOT / "crds" / "videogenerations.videogen.io.yaml"
 BUCKET = "videos"
 NAMESPACE = "videogen-system"  # the operator's own
+RESYNC_SECONDS = 5  # the operator's periodic pass in these tests; a check that nothing happens waits longer
 pytestmark = pytest.mark.cluster
 
 
@@ -63,7 +64,7 @@ def operator_settings(s3_server, redis_server) -> dict[str, str]:
     return {"VIDEOGEN_S3_ENDPOINT_URL": s3_server.endpoint, "VIDEOGEN_S3_REGION": "us-east-1",
             "VIDEOGEN_S3_BUCKET": BUCKET, "VIDEOGEN_S3_CREDENTIALS_SECRET": "s3-credentials",
             "VIDEOGEN_REDIS_URL": redis_server.url, "VIDEOGEN_PROGRESS_INTERVAL_SECONDS": "0",
-            "VIDEOGEN_RESYNC_SECONDS": "5",
+            "VIDEOGEN_RESYNC_SECONDS": str(RESYNC_SECONDS),
             "VIDEOGEN_ALLOWED_HOST_PATHS": json.dumps([tempfile.gettempdir()]),
             "VIDEOGEN_METRICS_PORT": str(free_port()), "VIDEOGEN_HEALTH_PORT": str(free_port())}
 
@@ -312,7 +313,7 @@ def test_a_job_finished_during_an_outage_is_read_from_the_api_whatever_redis_say
     assert status["output"]["sha256"] == hashlib.sha256(body).hexdigest()
     assert "FORGED" not in json.dumps(status)
     wait_until(lambda: not get(cluster, namespace, "jobs")["items"], 60, "the Job removed by its TTL, once recorded")
-    time.sleep(3)  # time enough for a second Job, if any were made
+    time.sleep(RESYNC_SECONDS + 3)  # a periodic pass and more: time enough for a second Job, if any were made
     assert get(cluster, namespace, "jobs")["items"] == [] and runs_of(redis_client, namespace, "outage") == 1
 
 
@@ -330,7 +331,7 @@ def test_a_job_deleted_by_hand_during_an_outage_ends_job_lost(operator, namespac
     status = status_of(cluster, namespace, "forgotten")
     assert (status["phase"], status["reason"], status["attempts"]) == ("Failed", "JobLost", 1)
     assert "not generated again" in status["message"] and "output" not in status
-    time.sleep(3)  # time enough for a second Job, if any were made
+    time.sleep(RESYNC_SECONDS + 3)  # a periodic pass and more: time enough for a second Job, if any were made
     assert get(cluster, namespace, "jobs")["items"] == [] and runs_of(redis_client, namespace, "forgotten") == 1
 
 

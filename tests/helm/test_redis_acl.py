@@ -3,13 +3,12 @@ nothing of another namespace's; the operator reads all and ignores a nudge from 
 
 import asyncio
 import hashlib
-import shutil
 
 import pytest
 import redis
 
 from tests.helm.test_chart import render
-from tests.support.services import Server, free_port
+from tests.support.services import redis_process
 from videogen_operator.progress import ProgressSource
 from videogen_operator.settings import Settings
 from videogen_runner.progress import ProgressKeys, ProgressReporter
@@ -41,12 +40,7 @@ def fenced_redis(kube_bin, tmp_path):
         f"user videogen-operator on #{sha(PASSWORDS['operator'])} {keys.operator_acl()}",
         *(f"user videogen-{ns} on #{sha(PASSWORDS[ns])} {keys.tenant_acl(ns)}" for ns in ("team-a", "team-b"))]
     (tmp_path / "users.acl").write_text(acl + f"user default on #{sha(PASSWORDS['default'])} ~* &* +@all\n")
-    port = free_port()
-    server = Server("redis-server", [shutil.which("redis-server"), "--bind", "127.0.0.1", "--port", str(port),
-                                     "--save", "", "--dir", str(tmp_path), "--aclfile", str(tmp_path / "users.acl")],
-                    port, lambda: redis.Redis(port=port, password=PASSWORDS["default"], socket_timeout=1).ping(),
-                    tmp_path / "log")
-    server.url = f"redis://127.0.0.1:{port}/0"
+    server = redis_process(tmp_path, "--aclfile", str(tmp_path / "users.acl"), password=PASSWORDS["default"])
     server.start()
     yield server
     server.stop()

@@ -1,16 +1,19 @@
 """The CRD: generated from the models, and enforced by a real kube-apiserver."""
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 
 import pytest
 import yaml
+from pydantic.alias_generators import to_camel
 
 from videogen_operator import crd
-from videogen_operator.job import build_request
+from videogen_operator.job import PLACEMENT, build_job, build_request
 from videogen_operator.models import VideoGenerationSpec
 from videogen_operator.settings import Settings
+from videogen_runner.request import GenerationRequest
 
 CRD_FILE = Path(__file__).parents[2] / "crds" / "videogenerations.videogen.io.yaml"
 
@@ -86,8 +89,20 @@ def test_every_example_is_accepted_and_becomes_a_runner_request(crd_applied, kub
     namespace = document["metadata"].pop("namespace", kube_namespace)  # an example's own, for its s3:// keys
     crd_applied.kubectl("apply", "--dry-run=server", "-n", kube_namespace, "-f", "-", input=json.dumps(document))
     spec = VideoGenerationSpec.model_validate(document["spec"])
-    request = build_request(spec, namespace, "example", Settings(runner_image="runner:1", s3_bucket="videos"))
-    assert request.model.preset == spec.model.preset
+    settings = Settings(runner_image="runner:1", s3_bucket="videos", allowed_host_paths=["/"])
+    request = build_request(spec, namespace, "example", settings)
+    document["metadata"].update(namespace=namespace, uid="u-1")
+    job = build_job(document, spec, request, settings)
+    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    read = GenerationRequest.model_validate_json(env["VIDEOGEN_REQUEST"])  # as the runner reads it
+    assert read == request
+    written = spec.model_dump()
+    for field, place in PLACEMENT.items():  # what the example says arrives where the runner looks
+        value = functools.reduce(dict.__getitem__, place, written)
+        if isinstance(value, dict):
+            assert read.acceleration.model_dump(include=set(value)) == value
+        elif value is not None:
+            assert getattr(read, field) == value, field
 
 
 @pytest.mark.cluster
@@ -122,11 +137,6 @@ def test_every_field_a_resource_sets_is_the_runners_own_declaration():
     """One contract: each request field a resource sets (placed by job.PLACEMENT, or inside the
     output, reporting, lora and acceleration objects) has, in the CRD, the request's type, bounds,
     choices and description, from the one declaration in request.py."""
-    from pydantic.alias_generators import to_camel
-
-    from videogen_operator.job import PLACEMENT
-    from videogen_runner.request import GenerationRequest
-
     request, spec = crd.openapi(GenerationRequest), crd.spec_schema()
 
     def at(schema: dict, path) -> dict:

@@ -2,12 +2,10 @@
 ProgressAvailable condition's source (a wrong password, an outage) set and cleared."""
 
 import asyncio
-import shutil
 
 import pytest
-import redis
 
-from tests.support.services import Server, free_port
+from tests.support.services import redis_process
 from videogen_operator.progress import ProgressSource
 from videogen_operator.settings import Settings
 from videogen_runner.progress import ProgressReporter
@@ -17,11 +15,7 @@ from videogen_runner.request import Reporting
 @pytest.fixture
 def guarded_redis(tmp_path):
     """A redis-server that wants a password."""
-    port = free_port()
-    server = Server("redis-server", [shutil.which("redis-server"), "--bind", "127.0.0.1", "--port", str(port),
-                                     "--save", "", "--requirepass", "s3cret", "--dir", str(tmp_path)],
-                    port, lambda: redis.Redis(port=port, password="s3cret", socket_timeout=1).ping(), tmp_path / "log")
-    server.url = f"redis://127.0.0.1:{port}/0"
+    server = redis_process(tmp_path, "--requirepass", "s3cret", password="s3cret")
     server.start()
     yield server
     server.stop()

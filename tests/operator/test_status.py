@@ -133,13 +133,6 @@ def test_transition_time_moves_only_when_a_condition_flips():
     assert times["Succeeded"] == times["Running"] == "2026-11-26T12:00:00Z" and times["Queued"] == NOW
 
 
-def test_the_redis_hash_is_read_through_the_runners_model():
-    state = ProgressState.from_hash({"task_id": "t", "updated_at": "1", "stage": "loading", "percent": "0",
-                                     "eta_seconds": ""})
-    assert (state.stage, state.percent, state.eta_seconds) == ("loading", 0.0, None)
-    assert ProgressState.from_hash({}) is None and ProgressState.from_hash({"stage": "nonsense"}) is None
-
-
 def test_a_finished_resource_keeps_its_outcome_when_the_job_is_cleaned_up():
     result = RunResult(task_id="t", status="succeeded", exit_code=0, seed=1,
                        output=VideoOutput(uri="s3://b/k.mp4", path="/o", bytes=1, sha256="0" * 64, frames=9,

@@ -73,17 +73,23 @@ class Server:
         self.process = None
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory):
+def redis_process(folder: Path, *options: str, password: str | None = None) -> Server:
+    """A redis-server on a free loopback port, not yet started; `options` as on its command line
+    (--requirepass, --aclfile), `password` that of the `default` user, for the readiness ping."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server is not installed: run hack/test.sh, which installs it")
     port = free_port()
-    folder = tmp_path_factory.mktemp("redis")
     server = Server("redis-server", [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                                     "--appendonly", "no", "--dir", str(folder)],
-                    port, lambda: redis.Redis(port=port, socket_timeout=1).ping(), folder / "log")
+                                     "--appendonly", "no", "--dir", str(folder), *options],
+                    port, lambda: redis.Redis(port=port, password=password, socket_timeout=1).ping(), folder / "log")
     server.url = f"redis://127.0.0.1:{port}/0"
+    return server
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = redis_process(tmp_path_factory.mktemp("redis"))
     server.start()
     yield server
     server.stop()

@@ -79,10 +79,15 @@ def test_load_ignores_what_does_not_fit_the_request(tmp_path, caplog):
     assert checkpoint.saved_seed(store, wanted) == 7
 
 
-def test_the_folder_store_writes_atomically(tmp_path):
+def test_the_folder_store_writes_atomically(tmp_path, monkeypatch):
     store = FolderStore(str(tmp_path / "a" / "b"))
     assert store.get("x") is None
     store.put("x", b"one")
+    with monkeypatch.context() as m:  # the pod dies while the new bytes are on their way to disk
+        m.setattr("os.fsync", lambda fd: (_ for _ in ()).throw(OSError("killed mid-write")))
+        with pytest.raises(OSError, match="mid-write"):
+            store.put("x", b"two, but never whole")
+    assert store.get("x") == b"one"  # the last whole checkpoint, never a torn one
     store.put("x", b"two")
     assert store.get("x") == b"two" and sorted(p.name for p in (tmp_path / "a" / "b").iterdir()) == ["x"]
     store.delete("x")
