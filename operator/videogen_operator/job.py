@@ -11,7 +11,7 @@ import re
 from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 
-from videogen_operator.models import GROUP, VideoGenerationSpec
+from videogen_operator.models import GROUP, PLACEMENT, VideoGenerationSpec
 from videogen_operator.settings import Settings
 from videogen_runner.errors import PERMANENT_EXIT_CODES
 from videogen_runner.request import GenerationRequest, Loc, describe, dotted
@@ -56,19 +56,6 @@ def tenant_prefix(spec: VideoGenerationSpec, namespace: str, settings: Settings)
     """The folder every key lies under: the namespace's, whenever the operator's identity is used,
     so that no namespace can write or read another's objects through it."""
     return f"{namespace}/" if uses_operator_credentials(spec, settings) else ""
-
-
-# Where each request field that a resource sets sits in its spec (python names; the CRD's are
-# camelCased). One table for both directions: build_request takes the values from there, and a
-# refusal of the request names the spec's field (spec_field). The rest of the request (task_id,
-# model, loras, output, checkpoints, reporting) the operator builds from the spec and its settings.
-PLACEMENT: dict[str, tuple[str, ...]] = {
-    "task": ("task",), "prompt": ("prompt",), "negative_prompt": ("negative_prompt",), "image": ("image",),
-    **{name: ("video", name) for name in ("width", "height", "frames", "fps")},
-    **{name: ("sampling", name) for name in ("steps", "guidance_scale", "guidance_scale_2", "flow_shift", "sampler",
-                                             "seed")},
-    "acceleration": ("acceleration",),
-}
 
 
 # Job fields that come from the spec: the API server names the Job's field when it refuses one,

@@ -16,37 +16,20 @@ from videogen_runner.presets import PRESETS, PresetName
 from videogen_runner.progress import ProgressState
 from videogen_runner.request import (
     MAX_LORAS,
-    AttentionBackendChoice,
     Bucket,
-    Compile,
     EndpointUrl,
-    FastVae,
-    FlowShift,
-    Fp8,
-    Fps,
-    Frames,
-    FuseLoras,
-    GuidanceScale,
-    GuidanceScale2,
-    Height,
+    GenerationRequest,
     ImageUrl,
     KeyTemplate,
     LoraExperts,
     LoraWeight,
     NegativePrompt,
-    Offload,
     Prompt,
     RedisUrl,
     Region,
-    Sampler,
-    Seed,
-    StepCache,
-    StepCacheThreshold,
-    Steps,
     TaskChoice,
-    VaeBf16,
-    Width,
 )
+from videogen_runner.request import Acceleration as RequestAcceleration
 from videogen_runner.result import RunResult, VideoOutput
 
 GROUP = "videogen.io"
@@ -123,20 +106,37 @@ class ModelRef(Model):
                       **checks(rule(f"self == '' || {NO_TRAVERSAL}", INSIDE_VOLUME["message"])))
 
 
-class Video(Model):
-    width: Width
-    height: Height
-    frames: Frames
-    fps: Fps
+# Where each request field that a resource sets sits in its spec (python names; the CRD's are
+# camelCased). The spec's `video` and `sampling` objects are made of those request fields as the
+# request declares them, job.build_request takes the values from these places, and a refused
+# request names the spec's field (job.spec_field).
+PLACEMENT: dict[str, tuple[str, ...]] = {
+    "task": ("task",), "prompt": ("prompt",), "negative_prompt": ("negative_prompt",), "image": ("image",),
+    **{name: ("video", name) for name in ("width", "height", "frames", "fps")},
+    **{name: ("sampling", name) for name in ("steps", "guidance_scale", "guidance_scale_2", "flow_shift", "sampler",
+                                             "seed")},
+    "acceleration": ("acceleration",),
+}
+# The runner's acceleration settings that are not a resource's to choose (docs/operator.md).
+RUNNER_ONLY = {"uniform_timesteps", "overlap_load", "processes", "cfg_parallel"}
 
 
-class Sampling(Model):
-    steps: Steps
-    guidance_scale: GuidanceScale
-    guidance_scale_2: GuidanceScale2
-    flow_shift: FlowShift
-    sampler: Sampler
-    seed: Seed
+def spec_object(name: str, doc: str, fields: dict[str, FieldInfo]) -> type[Model]:
+    """A spec object made of the runner's own field declarations (type, bounds, default, description)."""
+    return create_model(name, __base__=Model, __doc__=doc, **{
+        field: (info.annotation, info) for field, info in fields.items()})
+
+
+def placed_in(part: str) -> dict[str, FieldInfo]:
+    return {place[1]: GenerationRequest.model_fields[field] for field, place in PLACEMENT.items()
+            if len(place) == 2 and place[0] == part}
+
+
+Video = spec_object("Video", "Size, frames and fps (default: the family's).", placed_in("video"))
+Sampling = spec_object("Sampling", "Steps, guidance, shift, solver, seed.", placed_in("sampling"))
+Acceleration = spec_object(
+    "Acceleration", "The runner's settings a resource may choose: exact by default, approximations when asked.",
+    {name: info for name, info in RequestAcceleration.model_fields.items() if name not in RUNNER_ONLY})
 
 
 class Lora(Model):
@@ -160,20 +160,6 @@ class Output(Model):
 class Reporting(Model):
     redis_url: Annotated[RedisUrl, Field(**checks(NO_USER_INFO))]
     password_secret: SecretKey | None = Field(default=None, description="Redis password, from a Secret.")
-
-
-class Acceleration(Model):
-    """The runner's settings a resource may choose (the rest are the runner's own: docs/operator.md)."""
-
-    attention_backend: AttentionBackendChoice
-    compile: Compile
-    offload: Offload
-    step_cache: StepCache
-    step_cache_threshold: StepCacheThreshold
-    fp8: Fp8
-    fast_vae: FastVae
-    fuse_loras: FuseLoras
-    vae_bf16: VaeBf16
 
 
 class Resources(Model):

@@ -106,7 +106,8 @@ class Strict(BaseModel):
 # --- The contract's fields, each declared once -----------------------------------------------------
 # The request below and the VideoGeneration spec (operator/videogen_operator/models.py, from which
 # the CRD is generated) are both made of these: a bound, a default or a description is one edit for
-# the request, the spec, the CRD and the CLI's help. Where each sits in the spec: job.PLACEMENT.
+# the request, the spec, the CRD and the CLI's help. The spec's video, sampling and acceleration
+# objects are made from the request's own fields (models.PLACEMENT); the rest use the types below.
 
 SIZE = "a multiple of 16 (A14B) or 32 (TI2V-5B)"
 TaskChoice = Annotated[Task | None, Field(default=None, description="t2v, i2v or ti2v (default: the family's "
@@ -117,25 +118,6 @@ ImageUrl = Annotated[str | None, Field(
     default=None, pattern=r"^(s3|https)://", max_length=2048,
     description="First frame (i2v, ti2v): an s3:// or https:// URL (public hosts only; with the operator's "
     "credentials, s3:// objects under the namespace's folder).")]
-Width = Annotated[int | None, Field(default=None, ge=32, le=2048, description=f"Pixels, {SIZE} (default: the "
-                                    "family's).")]
-Height = Annotated[int | None, Field(default=None, ge=32, le=2048, description=f"Pixels, {SIZE} (default: the "
-                                     "family's).")]
-Frames = Annotated[int | None, Field(default=None, ge=1, le=321, description="Frames, 4k+1: 81, 121, … (default: "
-                                     "the family's).")]
-Fps = Annotated[int | None, Field(default=None, ge=1, le=60, description="Frames per second of the MP4 (default: "
-                                  "the family's).")]
-Steps = Annotated[int | None, Field(default=None, ge=1, le=150, description="Denoising steps (default: the "
-                                    "family's).")]
-GuidanceScale = Annotated[float | None, Field(default=None, ge=0.0, le=30.0, description="Classifier-free guidance "
-                                              "(default: the family's).")]
-GuidanceScale2 = Annotated[float | None, Field(default=None, ge=0.0, le=30.0, description="Two-expert A14B models: "
-                                               "the low-noise expert's guidance (default: the family's).")]
-FlowShift = Annotated[float | None, Field(default=None, gt=0.0, le=50.0, description="Flow-matching shift "
-                                          "(default: the family's).")]
-Sampler = Annotated[Literal["unipc", "euler"], Field(
-    default="unipc", description="Flow-matching solver: unipc (Wan's own) or euler (step-distilled LoRAs).")]
-Seed = Annotated[int | None, Field(default=None, ge=0, le=2**32 - 1, description="Unset: random, reported back.")]
 MAX_LORAS = 8
 LoraWeight = Annotated[float, Field(default=1.0, ge=-4.0, le=4.0, description="Adapter strength.")]
 LoraExperts = Annotated[Literal["both", "high_noise", "low_noise"], Field(
@@ -149,23 +131,6 @@ EndpointUrl = Annotated[str | None, Field(default=None, pattern=r"^https?://", m
 Region = Annotated[str | None, Field(default=None, pattern=r"^[a-z0-9-]{1,32}$", description="S3 region.")]
 RedisUrl = Annotated[str | None, Field(default=None, pattern=r"^rediss?://", max_length=512,
                                        description="redis://host:port/db (default: the operator's).")]
-AttentionBackendChoice = Annotated[AttentionBackend, Field(
-    default="auto", description="auto (the fastest verified to run on the pod's GPU), or a diffusers backend.")]
-Offload = Annotated[Literal["none", "model", "sequential"], Field(
-    default="none", description="CPU offload when the model does not fit the GPU.")]
-Compile = Annotated[bool, Field(default=True, description="Regional torch.compile of the transformer blocks (GPU).")]
-StepCache = Annotated[Literal["none", "first_block", "taylorseer"], Field(
-    default="none", description="Opt-in approximation: reuse transformer work between denoising steps.")]
-StepCacheThreshold = Annotated[float, Field(
-    default=0.05, gt=0.0, le=1.0, description="first_block: relative residual change under which a step is reused.")]
-Fp8 = Annotated[bool, Field(default=False, description="Opt-in approximation: FP8 weights and activations in the "
-                            "transformer's linear layers (torchao; GPUs with FP8 matrix units, e.g. Hopper).")]
-FastVae = Annotated[bool, Field(default=True, description="VAE decode with fused kernels and implicit padding, same "
-                                "arithmetic (GPU).")]
-FuseLoras = Annotated[bool, Field(default=True, description="Merge LoRAs into the weights after loading: no "
-                                  "per-step LoRA work.")]
-VaeBf16 = Annotated[bool, Field(default=False, description="Opt-in approximation: the VAE in bfloat16 (decode, and "
-                                "an i2v image's encode).")]
 
 
 class ModelSource(Strict):
@@ -249,15 +214,29 @@ class Checkpoints(Strict):
 
 
 class Acceleration(Strict):
-    """How the runner computes: exact by default; approximations only when asked."""
+    """How the runner computes: exact by default; approximations only when asked. A resource may set
+    all but RUNNER_ONLY (the operator's models.py)."""
 
-    attention_backend: AttentionBackendChoice
-    offload: Offload
-    compile: Compile
+    attention_backend: AttentionBackend = Field(
+        default="auto", description="auto (the fastest verified to run on the pod's GPU), or a diffusers backend.")
+    compile: bool = Field(default=True, description="Regional torch.compile of the transformer blocks (GPU).")
+    offload: Literal["none", "model", "sequential"] = Field(
+        default="none", description="CPU offload when the model does not fit the GPU.")
+    step_cache: Literal["none", "first_block", "taylorseer"] = Field(
+        default="none", description="Opt-in approximation: reuse transformer work between denoising steps.")
+    step_cache_threshold: float = Field(
+        default=0.05, gt=0.0, le=1.0, description="first_block: relative residual change under which a step is reused.")
+    fp8: bool = Field(default=False, description="Opt-in approximation: FP8 weights and activations in the "
+                      "transformer's linear layers (torchao; GPUs with FP8 matrix units, e.g. Hopper).")
+    fast_vae: bool = Field(default=True, description="VAE decode with fused kernels and implicit padding, same "
+                           "arithmetic (GPU).")
+    fuse_loras: bool = Field(default=True, description="Merge LoRAs into the weights after loading: no per-step "
+                             "LoRA work.")
+    vae_bf16: bool = Field(default=False, description="Opt-in approximation: the VAE in bfloat16 (decode, and an "
+                           "i2v image's encode).")
     uniform_timesteps: bool = Field(
         default=True, description="TI2V-5B text-to-video: one timestep embedding per video, not per token (exact)."
     )
-    fast_vae: FastVae
     overlap_load: bool = Field(
         default=True, description="Read the weights into the page cache while torch imports, and the transformers "
         "in the background while the rest loads and the prompt is encoded, the A14B low-noise expert while the "
@@ -271,11 +250,6 @@ class Acceleration(Strict):
         default=False, description="Several processes with guidance: the conditional and the unconditional pass "
         "on two halves of them, each half splitting the tokens among its own (same result).",
     )
-    fp8: Fp8
-    step_cache: StepCache
-    fuse_loras: FuseLoras
-    vae_bf16: VaeBf16
-    step_cache_threshold: StepCacheThreshold
 
 
 class GenerationRequest(Strict):
@@ -287,16 +261,22 @@ class GenerationRequest(Strict):
     prompt: Prompt
     negative_prompt: NegativePrompt
     image: ImageUrl
-    width: Width
-    height: Height
-    frames: Frames
-    fps: Fps
-    steps: Steps
-    guidance_scale: GuidanceScale
-    guidance_scale_2: GuidanceScale2
-    flow_shift: FlowShift
-    sampler: Sampler
-    seed: Seed
+    width: int | None = Field(default=None, ge=32, le=2048, description=f"Pixels, {SIZE} (default: the family's).")
+    height: int | None = Field(default=None, ge=32, le=2048, description=f"Pixels, {SIZE} (default: the family's).")
+    frames: int | None = Field(default=None, ge=1, le=321, description="Frames, 4k+1: 81, 121, … (default: the "
+                               "family's).")
+    fps: int | None = Field(default=None, ge=1, le=60, description="Frames per second of the MP4 (default: the "
+                            "family's).")
+    steps: int | None = Field(default=None, ge=1, le=150, description="Denoising steps (default: the family's).")
+    guidance_scale: float | None = Field(default=None, ge=0.0, le=30.0, description="Classifier-free guidance "
+                                         "(default: the family's).")
+    guidance_scale_2: float | None = Field(default=None, ge=0.0, le=30.0, description="Two-expert A14B models: the "
+                                           "low-noise expert's guidance (default: the family's).")
+    flow_shift: float | None = Field(default=None, gt=0.0, le=50.0, description="Flow-matching shift (default: "
+                                     "the family's).")
+    sampler: Literal["unipc", "euler"] = Field(
+        default="unipc", description="Flow-matching solver: unipc (Wan's own) or euler (step-distilled LoRAs).")
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1, description="Unset: random, reported back.")
     loras: list[Lora] = Field(default_factory=list, max_length=MAX_LORAS)
     output: Output = Field(default_factory=Output)
     reporting: Reporting = Field(default_factory=Reporting)

@@ -10,8 +10,8 @@ import yaml
 from pydantic.alias_generators import to_camel
 
 from videogen_operator import crd
-from videogen_operator.job import PLACEMENT, build_job, build_request
-from videogen_operator.models import VideoGenerationSpec
+from videogen_operator.job import build_job, build_request
+from videogen_operator.models import PLACEMENT, VideoGenerationSpec
 from videogen_operator.settings import Settings
 from videogen_runner.request import GenerationRequest
 
