@@ -98,11 +98,16 @@ def operator(kube_cluster, kube_bin, pod_executor, redis_server, s3_server, tmp_
     assert "Traceback" not in server.log.read_text(errors="replace")
 
 
-@pytest.fixture
-def namespace(kube_namespace, kube_cluster):
+def namespace_secrets(cluster, namespace: str) -> None:
+    """What the chart asks of each tenant namespace: the default S3 credentials Secret."""
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-credentials"},
               "stringData": {k: v for k, v in S3_CREDENTIALS.items() if k.startswith("AWS_") and "KEY" in k}}
-    kube_cluster.kubectl("apply", "-n", kube_namespace, "-f", "-", input=json.dumps(secret))
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(secret))
+
+
+@pytest.fixture
+def namespace(kube_namespace, kube_cluster):
+    namespace_secrets(kube_cluster, kube_namespace)
     return kube_namespace
 
 

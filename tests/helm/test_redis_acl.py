@@ -21,11 +21,13 @@ def sha(password: str) -> str:
     return hashlib.sha256(password.encode()).hexdigest()
 
 
-def chart_acl(kube_bin) -> str:
+def chart_acl(kube_bin, tenants: dict[str, str] | None = None) -> str:
+    """The chart's users.acl for `tenants` (namespace → password hash; default team-a and team-b)."""
+    tenants = tenants or {namespace: sha(PASSWORDS[namespace]) for namespace in ("team-a", "team-b")}
+    sets = [f"redis.acl.tenants[{i}].{field}={value}" for i, (namespace, hashed) in enumerate(tenants.items())
+            for field, value in (("namespace", namespace), ("passwordSHA256", hashed))]
     documents = render(kube_bin, "redis.acl.enabled=true",
-                       f"redis.acl.operator.passwordSHA256={sha(PASSWORDS['operator'])}",
-                       *(f"redis.acl.tenants[{i}].{field}={value}" for i, namespace in enumerate(("team-a", "team-b"))
-                         for field, value in (("namespace", namespace), ("passwordSHA256", sha(PASSWORDS[namespace])))))
+                       f"redis.acl.operator.passwordSHA256={sha(PASSWORDS['operator'])}", *sets)
     (secret,) = [d for d in documents if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-redis-acl")]
     return secret["stringData"]["users.acl"]
 

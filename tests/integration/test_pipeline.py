@@ -30,8 +30,11 @@ def test_uniform_timesteps_compute_the_same_video(tiny_models):
     exact = frames(request(tiny_models, acceleration={"uniform_timesteps": False}))
     fast_request = request(tiny_models)
     loaded = pipeline.load(fast_request)
-    assert loaded.pipe.config.expand_timesteps is False
-    fast = pipeline.generate_frames(loaded, fast_request, seed=1, image=None, timings=Timings())
+    during = []
+    fast = pipeline.generate_frames(loaded, fast_request, seed=1, image=None, timings=Timings(),
+                                    on_step=lambda step, total: during.append(loaded.pipe.config.expand_timesteps))
+    assert during and not any(during)  # one timestep per video while it is made
+    assert loaded.pipe.config.expand_timesteps is True  # the model's own again, once it is done
     assert exact.shape == fast.shape == (5, 64, 64, 3)
     torch.testing.assert_close(fast, exact, atol=1e-5, rtol=0)
 
@@ -198,11 +201,15 @@ def test_four_step_distilled_settings_run_with_the_euler_sampler(tiny_models, wa
                   loras=[{"path": str(wan_format_lora), "experts": "high_noise"}])
     req = request(tiny_models, "t2v-a14b", sampler="euler", **fields)
     loaded = pipeline.load(req)
-    assert isinstance(loaded.pipe.scheduler, FlowMatchEulerDiscreteScheduler)
-    assert loaded.pipe.scheduler.config.shift == 5.0
-    steps = []
-    euler = pipeline.generate_frames(loaded, req, 1, None, Timings(), on_step=lambda step, total: steps.append(step))
+    steps, solvers = [], []
+
+    def on_step(step, total):  # the video's own solver while it is made
+        steps.append(step)
+        solvers.append((type(loaded.pipe.scheduler), loaded.pipe.scheduler.config.shift))
+
+    euler = pipeline.generate_frames(loaded, req, 1, None, Timings(), on_step=on_step)
     assert steps == [1, 2, 3, 4] and torch.isfinite(euler).all()
+    assert all(issubclass(kind, FlowMatchEulerDiscreteScheduler) and shift == 5.0 for kind, shift in solvers)
     unipc = frames(request(tiny_models, "t2v-a14b", **fields))
     assert (euler - unipc).abs().max() > 1e-3
 
