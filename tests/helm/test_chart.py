@@ -27,6 +27,17 @@ def render(kube_bin, *sets) -> list[dict]:
     return [d for d in yaml.safe_load_all(helm(kube_bin, *args).stdout) if d]
 
 
+def for_tenants(document: dict) -> bool:
+    """The roles for the teams (aggregated into admin, edit and view), not the operator's."""
+    return any(label.startswith("rbac.authorization.k8s.io/aggregate-to-")
+               for label in document["metadata"].get("labels") or {})
+
+
+def operators(documents: list[dict]) -> list[dict]:
+    """What the chart installs for the operator itself."""
+    return [d for d in documents if not for_tenants(d)]
+
+
 def test_generated_files_are_current():
     """values.schema.json and the chart's README follow values.yaml's values and comments."""
     assert subprocess.run([sys.executable, str(ROOT / "hack" / "helm_schema.py"), "--check"]).returncode == 0, \
@@ -53,7 +64,7 @@ def test_values_the_operator_cannot_run_with_are_refused(kube_bin, value):
 
 
 def test_defaults_watch_the_cluster_and_keep_the_crd(kube_bin):
-    docs = {d["kind"]: d for d in render(kube_bin)}
+    docs = {d["kind"]: d for d in operators(render(kube_bin))}
     assert docs["CustomResourceDefinition"]["metadata"]["annotations"] == {
         "helm.sh/resource-policy": "keep", "argocd.argoproj.io/sync-options": "Delete=false,Prune=false"}
     assert "ClusterRole" in docs and docs["Role"]["metadata"]["namespace"] == "kube-system"  # the Lease's alone
@@ -77,7 +88,7 @@ def test_settings_reach_the_operator(kube_bin):
                   "runner.checkpointSeconds=0")
     kinds = [d["kind"] for d in docs]
     assert "CustomResourceDefinition" not in kinds and kinds.count("Role") == 2
-    [discovery] = [d for d in docs if d["kind"] == "ClusterRole"]  # cluster-wide, only what kopf discovers
+    [discovery] = [d for d in operators(docs) if d["kind"] == "ClusterRole"]  # cluster-wide, what kopf discovers
     assert {tuple(r["resources"]) for r in discovery["rules"]} == {("customresourcedefinitions",), ("namespaces",)}
     assert all(r["verbs"] == ["list", "watch"] for r in discovery["rules"])
     deployment = next(d for d in docs if d["kind"] == "Deployment")
@@ -137,7 +148,8 @@ def test_names_pod_settings_extra_env_and_volumes_are_configurable(kube_bin):
     assert container["volumeMounts"] == [{"name": "ca", "mountPath": "/etc/s3-ca"}]
     assert {"name": "AWS_CA_BUNDLE", "value": "/etc/s3-ca/ca.crt"} in container["env"]
     assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert [d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRole"] == ["videogen-system-video-operator"]
+    assert [d["metadata"]["name"] for d in operators(docs) if d["kind"] == "ClusterRole"] == \
+        ["videogen-system-video-operator"]
     names = {d["metadata"]["name"] for d in render(kube_bin, "nameOverride=vgen")}
     assert "vg-vgen" in names
 
