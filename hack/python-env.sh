@@ -13,22 +13,29 @@ cache=${VIDEOGEN_CACHE:-$HOME/.cache/videogen}
 key=$(cat "$root/requirements.lock" "$root/hack/python-env.sh" | sha256sum | cut -c1-16)
 shared="$cache/venv-$key"
 own="$root/.venv"
+# The interpreter the environments are made from: the base installation, even when called from
+# inside an environment (tests call this script with a clone's .venv first on PATH).
+python=$(python3 -c 'import os, sys; print(os.path.join(sys.base_prefix, "bin", "python3"))')
+uv() { # uv at its pinned version, in the base installation
+  "$python" -m uv --version 2>/dev/null | grep -q "^uv 0.13.9 " ||
+    "$python" -m pip install -q --disable-pip-version-check --root-user-action=ignore "uv==0.13.9" >&2
+  "$python" -m uv "$@"
+}
 stamp="$shared $(sha256sum < "$root/pyproject.toml" | cut -c1-16)"  # the console scripts come from pyproject
 if [ ! -e "$shared/.complete" ]; then
   mkdir -p "$cache"
-  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "uv==0.13.9" >&2
   rm -rf "$shared"
-  python3 -m uv venv -q --python "$(command -v python3)" "$shared" >&2
-  python3 -m uv pip install -q --python "$shared/bin/python" --require-hashes -r "$root/requirements.lock" >&2
+  uv venv -q --python "$python" "$shared" >&2
+  uv pip install -q --python "$shared/bin/python" --require-hashes -r "$root/requirements.lock" >&2
   touch "$shared/.complete"
 fi
 if [ "$(cat "$own/.stamp" 2>/dev/null)" != "$stamp" ]; then
   rm -rf "$own"
-  python3 -m uv venv -q --python "$(command -v python3)" "$own" >&2
+  uv venv -q --python "$python" "$own" >&2
   packages=$("$shared/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
   # addsitedir, not a plain path line: the shared folder's own .pth files are read too.
   echo "import site; site.addsitedir('$packages')" > "$("$own/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/videogen-shared.pth"
-  python3 -m uv pip install -q --python "$own/bin/python" --no-deps -e "$root" >&2
+  uv pip install -q --python "$own/bin/python" --no-deps -e "$root" >&2
   echo "$stamp" > "$own/.stamp"
 fi
 echo "$own"
