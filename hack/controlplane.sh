@@ -19,7 +19,7 @@ KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
 KUBECONFORM_VERSION=v0.8.0
 KUBE_TOOLS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
-ALL_TOOLS=(etcd "${KUBE_TOOLS[@]}" kwok helm kubeconform kstatus)
+ALL_TOOLS=(etcd "${KUBE_TOOLS[@]}" kwok helm kubeconform kstatus kueue)
 
 log() { echo "controlplane: $*" >&2; }
 # An interrupted build leaves no temporary directory behind ($out: see build_into).
@@ -33,6 +33,7 @@ ETCD_VERSION=$(required etcd go.etcd.io/etcd/server/v3)
 # kstatus: a small program of ours on cli-utils, so its cache key holds the program's hash too.
 KSTATUS_VERSION=$(required kstatus sigs.k8s.io/cli-utils)-$(cat "$here/kstatus/main.go" "$here/kstatus/go.sum" |
   sha256sum | cut -c1-8)
+KUEUE_VERSION=$(required kueue sigs.k8s.io/kueue)
 
 # Directory in which a tool's build is cached.
 tool_dir() {
@@ -43,6 +44,8 @@ tool_dir() {
     helm) echo "$cache/helm-$HELM_VERSION" ;;
     kubeconform) echo "$cache/kubeconform-$KUBECONFORM_VERSION" ;;
     kstatus) echo "$cache/kstatus-$KSTATUS_VERSION" ;;
+    kueue) echo "$cache/kueue-$KUEUE_VERSION-$(declare -f build_kueue | cat - "$here/kueue/go.sum" |
+      sha256sum | cut -c1-8)" ;;
   esac
 }
 
@@ -95,6 +98,26 @@ build_kstatus() {
   (cd "$here/kstatus" && go build -trimpath -ldflags="-s -w" -o "$out/kstatus" .)
 }
 
+# Kueue's manager, with its CRDs and webhook configurations beside it (tests/support/kueue.py
+# installs them). Upstream reads the metrics certificate from a fixed /etc folder whenever its
+# internal certificate management is off, and exits without it: the copy of main.go built here
+# takes the folder from KUEUE_METRICS_CERT_DIR instead.
+build_kueue() {
+  local src dir
+  src=$(go mod download -json "sigs.k8s.io/kueue@$KUEUE_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p') || return 1
+  dir="$out/src"
+  mkdir -p "$dir" "$out/manifests" || return 1
+  cp "$here/kueue/go.mod" "$here/kueue/go.sum" "$dir/" || return 1
+  sed -e 's#metricsCertPath := "/etc/kueue/metrics/certs"#metricsCertPath := cmp.Or(os.Getenv("KUEUE_METRICS_CERT_DIR"), "/etc/kueue/metrics/certs")#' \
+    -e 's#^import (#import (\n\t"cmp"#' "$src/cmd/kueue/main.go" >"$dir/main.go" || return 1
+  grep -q KUEUE_METRICS_CERT_DIR "$dir/main.go" || return 1
+  (cd "$dir" && go build -trimpath -ldflags="-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION" \
+    -o "$out/kueue" .) || return 1
+  cp "$src"/config/components/crd/bases/*.yaml "$out/manifests/" || return 1
+  cp "$src/config/components/webhook/manifests.yaml" "$out/webhooks.yaml" || return 1
+  chmod -R u+w "$out" && rm -rf "$dir"
+}
+
 # Tools whose own go.mod has no replace directives install straight from the proxy.
 go_install() {
   GOBIN=$out GOFLAGS=-buildvcs=false go install -trimpath -ldflags="-s -w ${2:-}" "$1"
@@ -140,6 +163,7 @@ build_missing() {
     "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION" \
     "-X main.version=$KUBECONFORM_VERSION"
   build_into "$(tool_dir kstatus)" build_kstatus
+  build_into "$(tool_dir kueue)" build_kueue
 }
 
 # Prints one directory of links to every tool, named after where the tools come from.
@@ -154,6 +178,8 @@ link_all() {
     links+="$name $path"$'\n'
   done
   links+="kwok-stages.yaml $(dirname "$(resolve kwok)")/kwok-stages.yaml"$'\n'
+  links+="kueue-manifests $(dirname "$(resolve kueue)")/manifests"$'\n'
+  links+="kueue-webhooks.yaml $(dirname "$(resolve kueue)")/webhooks.yaml"$'\n'
   dir="$cache/controlplane-$(printf '%s' "$links" | sha256sum | cut -c1-16)"
   if [ ! -d "$dir" ]; then
     mkdir -p "$cache"

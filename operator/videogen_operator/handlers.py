@@ -15,10 +15,10 @@ import kopf
 import kubernetes
 from prometheus_client import start_http_server
 
-from videogen_operator.job import NAME_LABEL
+from videogen_operator.job import KUEUE_GROUP, KUEUE_JOB_UID_LABEL, KUEUE_VERSION, NAME_LABEL
 from videogen_operator.leader import Leader
 from videogen_operator.models import GROUP, PLURAL, VERSION
-from videogen_operator.reconcile import Reconciler, trim_job, trim_pod, trim_videogeneration
+from videogen_operator.reconcile import Reconciler, trim_job, trim_pod, trim_videogeneration, trim_workload
 from videogen_operator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class NoEssence(kopf.DiffBaseStorage):
 
 @kopf.on.startup()
 async def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, videogenerations, jobs, pods,
-                           **_):
+                           workloads, **_):
     config = Settings()
     try:  # the Kubernetes client of the Reconciler: in a pod, the service account; else kubeconfig
         kubernetes.config.load_incluster_config()
@@ -55,7 +55,7 @@ async def operator_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, vid
     # Only the Jobs and pods of VideoGenerations travel, not every pod of a shared cluster.
     settings.watching.label_selectors["batch", "jobs"] = NAME_LABEL
     settings.watching.label_selectors["", "pods"] = NAME_LABEL
-    indexes = {"videogenerations": videogenerations, "jobs": jobs, "pods": pods}
+    indexes = {"videogenerations": videogenerations, "jobs": jobs, "pods": pods, "workloads": workloads}
     memo.leader = Leader(config, on_lead=lambda: memo.reconciler.nudge_all())
     memo.reconciler = reconciler = Reconciler(config, indexes, leading=memo.leader.leading)
     memo.tasks = [asyncio.create_task(reconciler.resync())]
@@ -95,6 +95,18 @@ async def pods(namespace: str, labels, body, **_):
     return {(namespace, labels[NAME_LABEL]): trim_pod(body)}
 
 
+@kopf.index("batch", "v1", "jobs", labels={NAME_LABEL: kopf.PRESENT})
+async def job_owners(namespace: str, labels, uid: str, **_):
+    return {uid: (namespace, labels[NAME_LABEL])}
+
+
+# Kueue's Workloads, by the uid of the Job each stands for: what Kueue decided, in its own words.
+# Without Kueue's CRDs kopf serves nothing here (one warning at start) and watches for them.
+@kopf.index(KUEUE_GROUP, KUEUE_VERSION, "workloads", labels={KUEUE_JOB_UID_LABEL: kopf.PRESENT})
+async def workloads(labels, body, **_):
+    return {labels[KUEUE_JOB_UID_LABEL]: trim_workload(body)}
+
+
 # --- what nudges a resource's writer -------------------------------------------------------------
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -111,3 +123,9 @@ async def videogeneration_changed(type, namespace: str, name: str, uid: str, mem
 async def child_changed(namespace: str, labels, memo: kopf.Memo, **_):
     memo.reconciler.ready = True
     memo.reconciler.writers.nudge((namespace, labels[NAME_LABEL]))
+
+
+@kopf.on.event(KUEUE_GROUP, KUEUE_VERSION, "workloads", labels={KUEUE_JOB_UID_LABEL: kopf.PRESENT})
+async def workload_changed(labels, memo: kopf.Memo, job_owners: kopf.Index, **_):
+    for key in job_owners.get(labels[KUEUE_JOB_UID_LABEL], []):
+        memo.reconciler.writers.nudge(key)

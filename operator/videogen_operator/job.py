@@ -24,6 +24,9 @@ OUTPUT_PATH = f"{SCRATCH}/videogen/output.mp4"
 NAME_LABEL = f"{GROUP}/name"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "videogen-operator", "app.kubernetes.io/name": "videogen-runner"}
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
+KUEUE_JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"  # on the Workload Kueue makes for a Job
+KUEUE_GROUP, KUEUE_VERSION = "kueue.x-k8s.io", "v1beta2"
 RUNNER_UID = 10001
 
 
@@ -153,6 +156,10 @@ def parse_spec(body: dict, settings: Settings) -> tuple[VideoGenerationSpec, obj
     if spec.priority_class_name and spec.priority_class_name not in settings.allowed_priority_classes:
         raise InvalidSpec(f"spec.priorityClassName: {spec.priority_class_name} is not allowed by this operator "
                           f"({settings.allowed_priority_classes or 'none allowed'})")
+    if spec.workload_priority_class_name and \
+            spec.workload_priority_class_name not in settings.allowed_workload_priority_classes:
+        raise InvalidSpec(f"spec.workloadPriorityClassName: {spec.workload_priority_class_name} is not allowed by "
+                          f"this operator ({settings.allowed_workload_priority_classes or 'none allowed'})")
     if spec.model.host_path and not inside(spec.model.host_path, settings.allowed_host_paths):
         raise InvalidSpec(f"spec.model.hostPath: {spec.model.host_path} is not under an allowed folder "
                           f"({settings.allowed_host_paths or 'none allowed: use a pvc'})")
@@ -181,6 +188,8 @@ def build_job(body: dict, spec: VideoGenerationSpec, request: GenerationRequest,
     labels = {**MANAGED_BY, NAME_LABEL: meta["name"]}  # never the resource's own labels: GitOps
     if spec.queue_name:
         labels[KUEUE_QUEUE_LABEL] = spec.queue_name
+    if spec.workload_priority_class_name:
+        labels[KUEUE_PRIORITY_LABEL] = spec.workload_priority_class_name
 
     # 1. The container: the request as JSON, secrets only as secretKeyRef env vars.
     #    Compiled kernels (Inductor's, and Triton's for the VAE) go to a writable cache: the root

@@ -211,6 +211,10 @@ class VideoGenerationSpec(Model):
     suspend: bool = Field(default=False, description="Stop (delete the running pod) while true; resume when false.")
     queue_name: str | None = Field(default=None, max_length=63, description="Kueue LocalQueue.",
                                    **checks(OBJECT_NAME))
+    workload_priority_class_name: str | None = Field(
+        default=None, max_length=253, **checks(OBJECT_NAME),
+        description="Kueue WorkloadPriorityClass (with queueName): the video's priority in Kueue's queues and "
+        "preemption, among those the operator allows.")
 
 
 class Condition(Model):
@@ -298,6 +302,8 @@ def spec_rules() -> list[dict]:
         rule(f"!has(self.sampling.guidanceScale2) || self.model.preset in {quoted(two_experts)}",
              f"is only for the two-expert models ({', '.join(two_experts)})", ".sampling.guidanceScale2"),
         rule("self.prompt.trim().size() > 0", "must not be blank", ".prompt"),
+        rule("!has(self.workloadPriorityClassName) || has(self.queueName)", "needs spec.queueName: Kueue's "
+             "priority orders its queues", ".workloadPriorityClassName"),
     ]
 
 

@@ -89,6 +89,13 @@ def trim_pod(pod: dict) -> dict:
                                              if c.get("name") == "runner"]}}
 
 
+def trim_workload(workload: dict) -> dict:
+    """What status says of a Kueue Workload: whether it is active, and its conditions' words."""
+    conditions = (workload.get("status") or {}).get("conditions") or []
+    return {"active": (workload.get("spec") or {}).get("active", True),
+            "conditions": [{k: c.get(k) for k in ("type", "status", "reason", "message")} for c in conditions]}
+
+
 def job_action(o: Observation, status: dict, ttl: int | None = None) -> str | None:
     """What the Job needs: create, suspend, resume, delete, expire (its TTL, `ttl`), or nothing.
     Never a second Job for a resource whose first is gone (lost_job). A finished Job gets its TTL
@@ -258,6 +265,7 @@ class Reconciler:
         invalid = invalid or memory.refused  # the API server refused its Job
         job = self.job(key, meta["uid"])
         pods = self.pods(key, job)
+        workload = next(iter(self.indexes["workloads"].get(job["metadata"]["uid"], [])), None) if job else None
         progress = live = None
         if uses_own_redis(spec, self.settings) and old.get("phase") not in TERMINAL:
             memory.task = jobs.task_id(*key)
@@ -269,7 +277,7 @@ class Reconciler:
             failure = None if pods else memory.failure[1]
             if pods:
                 memory.failure = None  # a complaint counts until the pod exists
-        return Observation(spec=spec, meta=meta, old=old, job=job, pods=pods, progress=progress,
+        return Observation(spec=spec, meta=meta, old=old, job=job, pods=pods, workload=workload, progress=progress,
                            live_progress=live, creation_failure=failure, invalid=invalid, now=now())
 
     async def look_for_failures(self) -> None:

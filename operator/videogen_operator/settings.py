@@ -18,6 +18,9 @@ class Settings(BaseSettings):
         default_factory=list, description="Folders under which spec.model.hostPath may point; empty: none.")
     allowed_priority_classes: list[str] = Field(
         default_factory=list, description="PriorityClasses spec.priorityClassName may name; empty: none.")
+    allowed_workload_priority_classes: list[str] = Field(
+        default_factory=list, description="Kueue WorkloadPriorityClasses spec.workloadPriorityClassName may name; "
+        "empty: none.")
     runner_service_account: str | None = Field(
         default=None, description="ServiceAccount of runner pods, e.g. for S3 through IRSA or workload identity.")
     runner_image_pull_secrets: list[dict[str, str]] = Field(

@@ -34,6 +34,7 @@ PHASES_OF_CONDITION = {"Ready": ("Succeeded", "Suspended"), "Queued": ("Queued",
 WAITING_PROBLEMS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
                     "CreateContainerError"}
 TERMINAL = {"Succeeded", "Failed"}
+NEEDS_AN_ADMIN = {"Inadmissible", "Deactivated"}  # Kueue holds that no waiting ends: Stalled, as kstatus reads it
 
 
 def job_condition(job: dict, kind: str) -> dict | None:
@@ -71,9 +72,9 @@ def output_status(result: RunResult) -> dict:
 
 
 def phase_of(spec: VideoGenerationSpec, job: dict | None, pods: list[dict],
-             creation_failure: str | None = None) -> tuple[str, str, str]:
-    """(phase, reason, message) from the Job, its pods, and the Job controller's latest complaint
-    that it could not create a pod (a quota, an admission policy)."""
+             creation_failure: str | None = None, workload: dict | None = None) -> tuple[str, str, str]:
+    """(phase, reason, message) from the Job, its pods, the Job controller's latest complaint
+    that it could not create a pod (a quota, an admission policy), and Kueue's Workload."""
     if job is None:
         if spec.suspend:
             return "Suspended", "Suspended", "spec.suspend is true"
@@ -94,7 +95,7 @@ def phase_of(spec: VideoGenerationSpec, job: dict | None, pods: list[dict],
     if job.get("spec", {}).get("suspend"):
         if spec.suspend:
             return "Suspended", "Suspended", "spec.suspend is true"
-        return "Queued", "WaitingForAdmission", f"waiting for Kueue to admit it from queue {spec.queue_name}"
+        return ("Queued", *kueue_hold(spec.queue_name, workload))
     pod = newest(pods)
     if pod is None and creation_failure:
         return "Pending", "FailedCreate", creation_failure
@@ -119,6 +120,31 @@ def phase_of(spec: VideoGenerationSpec, job: dict | None, pods: list[dict],
     return "Running", "Finishing", "the runner has finished; waiting for the Job"
 
 
+def kueue_hold(queue: str | None, workload: dict | None) -> tuple[str, str]:
+    """Why Kueue holds the Job, in Kueue's own words (its Workload's conditions): deactivated or
+    inadmissible (no waiting ends it: someone must act), preempted (and waiting again), waiting
+    for quota, or admitted (the Job is being started)."""
+    if workload is None:
+        return "WaitingForAdmission", f"waiting for Kueue to admit it from queue {queue}"
+    now = {c["type"]: c for c in workload["conditions"]}
+    said = lambda kind: now.get(kind, {}).get("message") or ""  # noqa: E731
+    is_ = lambda kind, value="True": now.get(kind, {}).get("status") == value  # noqa: E731
+    reason = lambda kind: now.get(kind, {}).get("reason") or ""  # noqa: E731
+    if not workload["active"] or (is_("Evicted") and reason("Evicted").startswith("Deactivated")):
+        return "Deactivated", (said("Evicted") or "its Kueue Workload is deactivated") + \
+            "; it runs once an admin reactivates its Workload (spec.active)"
+    if is_("QuotaReserved", "False") and reason("QuotaReserved") == "Inadmissible":
+        return "Inadmissible", f"{said('QuotaReserved')} (queue {queue}): Kueue admits it once that is fixed"
+    if is_("Admitted"):
+        return "Admitted", f"admitted by Kueue from queue {queue}; the Job is starting"
+    waiting = said("QuotaReserved") if is_("QuotaReserved", "False") else ""
+    if is_("Evicted") and reason("Evicted") == "Preempted":
+        return "Preempted", said("Evicted") + (f"; waiting again: {waiting}" if waiting else "")
+    if waiting:
+        return "WaitingForQuota", f"{waiting} (queue {queue})"
+    return "WaitingForAdmission", f"waiting for Kueue to admit it from queue {queue}"
+
+
 @dataclass(frozen=True)
 class Observation:
     """Everything the status is computed from, as the watches (and Redis) last showed it."""
@@ -127,6 +153,7 @@ class Observation:
     meta: dict  # the resource's metadata (creationTimestamp, generation)
     old: dict  # the status as written last
     job: dict | None = None  # its Job, owned by it
+    workload: dict | None = None  # Kueue's Workload for that Job (trimmed: active, conditions), if any
     pods: list[dict] = field(default_factory=list)  # that Job's pods
     progress: ProgressState | None = None  # the runner's latest state in the operator's Redis
     live_progress: tuple[bool, str, str] | None = None  # (available, reason, message); None: no Redis to use
@@ -148,7 +175,7 @@ def compute_status(o: Observation) -> dict:
             f"its Job {o.old['jobName']} is gone and its outcome was never recorded (deleted by hand?); the video "
             "is not generated again: create a new resource to retry")
     else:
-        phase, reason, message = phase_of(o.spec, o.job, o.pods, o.creation_failure)
+        phase, reason, message = phase_of(o.spec, o.job, o.pods, o.creation_failure, o.workload)
     status = {"phase": phase, "reason": reason, "message": message[:2000], "observedGeneration": generation}
     if old.get("jobName"):
         status["jobName"] = old["jobName"]
@@ -240,7 +267,7 @@ def live_progress_condition(live: tuple[bool, str, str], old: list[dict], genera
 
 CLOCK_SKEW_S = 60.0
 WARNING_REASONS = {"Unschedulable", "FailedCreate", "ErrImagePull", "ImagePullBackOff", "InvalidImageName",
-                   "CreateContainerConfigError", "CreateContainerError", "Retrying"}
+                   "CreateContainerConfigError", "CreateContainerError", "Retrying", "Preempted", *NEEDS_AN_ADMIN}
 
 
 def transition_event(old: dict, new: dict) -> tuple[str, str, str] | None:
@@ -262,7 +289,7 @@ def conditions(phase: str, reason: str, message: str, old: list[dict], generatio
     previous = {c["type"]: c for c in old}
     result = []
     for kind in CONDITION_TYPES:
-        true = phase in PHASES_OF_CONDITION[kind]
+        true = phase in PHASES_OF_CONDITION[kind] or (kind == "Stalled" and reason in NEEDS_AN_ADMIN)
         status = "True" if true else "False"
         was = previous.get(kind, {})
         told = true or kind == "Ready"

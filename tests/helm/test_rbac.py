@@ -11,6 +11,8 @@ import pytest
 import yaml
 
 from tests.helm.test_chart import for_tenants, render
+from videogen_operator.job import KUEUE_GROUP, KUEUE_VERSION
+from videogen_operator.models import GROUP, PLURAL, VERSION
 
 ROOT = Path(__file__).parents[2]
 OPERATOR = ROOT / "operator" / "videogen_operator"
@@ -32,14 +34,18 @@ def client_calls() -> set[tuple[str, str, str]]:
     return found
 
 
+NAMES = {"GROUP": GROUP, "VERSION": VERSION, "PLURAL": PLURAL, "KUEUE_GROUP": KUEUE_GROUP,
+         "KUEUE_VERSION": KUEUE_VERSION}  # the constants the decorators name
+
+
 def watched() -> set[tuple[str, str, str]]:
     """What kopf lists and watches: the resources of the handlers' decorators."""
     found = set()
     tree = ast.parse((OPERATOR / "handlers.py").read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and getattr(node.func, "attr", None) in ("index", "event"):
-            args = [a.value if isinstance(a, ast.Constant) else a.id for a in node.args]
-            group, resource = ("videogen.io", "videogenerations") if args[0] == "GROUP" else (args[0], args[2])
+            args = [a.value if isinstance(a, ast.Constant) else NAMES[a.id] for a in node.args]
+            group, resource = args[0], args[2]
             found |= {(group, resource, "list"), (group, resource, "watch")}
     return found
 

@@ -47,7 +47,7 @@ class NoRedis:
 
 
 def test_a_thousand_resources_created_and_deleted_leave_nothing_behind():
-    indexes = {"videogenerations": {}, "jobs": {}, "pods": {}}
+    indexes = {"videogenerations": {}, "jobs": {}, "pods": {}, "workloads": {}}
     reconciler = Reconciler(SETTINGS, indexes)
     reconciler.api, reconciler.redis, reconciler.ready = RecordingAPI(), NoRedis(), True
     keys = [("team-a", f"v{i}") for i in range(1000)]

@@ -310,3 +310,49 @@ def test_events_come_once_per_change_and_warn_of_problems():
     assert transition_event(pending, {"phase": "Running", "reason": "Generating", "message": "g"})[0] == "Normal"
     assert transition_event({"phase": "Running", "reason": "Generating"},
                             {"phase": "Running", "reason": "Finishing", "message": "f"}) is None
+
+
+QUEUED = VideoGenerationSpec.model_validate({**SPEC.model_dump(by_alias=True), "queueName": "gpus"})
+
+
+def workload(*conditions, active=True):
+    """A Kueue Workload as the index keeps it; conditions as Kueue v0.17 wrote them in a real run."""
+    return {"active": active, "conditions": [dict(zip(("type", "status", "reason", "message"), c, strict=True))
+                                             for c in conditions]}
+
+
+PREEMPTED = ("Preempted to accommodate a workload (UID: 1, JobUID: 2) due to prioritization in the ClusterQueue; "
+             "preemptor path: /cq; preemptee path: /cq")
+QUOTA = ("couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu in flavor "
+         "default-flavor, 1 more needed")
+
+
+def test_kueues_own_words_tell_a_quota_wait_from_a_preemption_from_a_hold_that_needs_an_admin():
+    held = job(suspend=True)
+    cases = [
+        (None, "WaitingForAdmission", "waiting for Kueue to admit it from queue gpus", False),
+        (workload(("QuotaReserved", "False", "Pending", QUOTA)), "WaitingForQuota", QUOTA, False),
+        (workload(("Evicted", "True", "Preempted", PREEMPTED), ("Preempted", "True", "InClusterQueue", PREEMPTED),
+                  ("Requeued", "True", "Preempted", PREEMPTED), ("QuotaReserved", "False", "Pending", QUOTA)),
+         "Preempted", PREEMPTED, False),
+        (workload(("QuotaReserved", "False", "Inadmissible", "LocalQueue gpus doesn't exist")), "Inadmissible",
+         "LocalQueue gpus doesn't exist", True),
+        (workload(("Evicted", "True", "Deactivated", "The workload is deactivated"),
+                  ("QuotaReserved", "False", "Pending", "The workload is deactivated"), active=False),
+         "Deactivated", "The workload is deactivated", True),
+        (workload(("Evicted", "True", "DeactivatedDueToRequeuingLimitExceeded", "exceeded")), "Deactivated",
+         "exceeded", True),
+        (workload(("QuotaReserved", "True", "QuotaReserved", "Quota reserved in ClusterQueue cq"),
+                  ("Admitted", "True", "Admitted", "The workload is admitted")), "Admitted", "admitted by Kueue", False),
+    ]
+    for found, reason, words, stalled in cases:
+        s = status(held, [], spec=QUEUED, workload=found)
+        conditions = {c["type"]: c for c in s["conditions"]}
+        assert (s["phase"], s["reason"]) == ("Queued", reason) and words in s["message"], (reason, s["message"])
+        assert (conditions["Stalled"]["status"] == "True") == stalled, reason
+        assert conditions["Queued"]["status"] == "True" and conditions["Ready"]["status"] == "False"
+    preempted = status(held, [], spec=QUEUED, workload=cases[2][0])
+    assert preempted["message"].endswith(f"waiting again: {QUOTA}")
+    assert transition_event({"phase": "Running", "reason": "Generating"}, preempted)[:2] == ("Warning", "Preempted")
+    # Once admitted and running, Kueue's earlier words are history.
+    assert status(job(active=1), [pod("Running")], spec=QUEUED, workload=cases[2][0])["reason"] == "Generating"
