@@ -317,8 +317,8 @@ QUEUED = VideoGenerationSpec.model_validate({**SPEC.model_dump(by_alias=True), "
 
 def workload(*conditions, active=True):
     """A Kueue Workload as the index keeps it; conditions as Kueue v0.17 wrote them in a real run."""
-    return {"active": active, "conditions": [dict(zip(("type", "status", "reason", "message"), c, strict=True))
-                                             for c in conditions]}
+    fields = ("type", "status", "reason", "message")
+    return {"active": active, "conditions": [dict(zip(fields, c, strict=True)) for c in conditions]}
 
 
 PREEMPTED = ("Preempted to accommodate a workload (UID: 1, JobUID: 2) due to prioritization in the ClusterQueue; "
@@ -343,7 +343,8 @@ def test_kueues_own_words_tell_a_quota_wait_from_a_preemption_from_a_hold_that_n
         (workload(("Evicted", "True", "DeactivatedDueToRequeuingLimitExceeded", "exceeded")), "Deactivated",
          "exceeded", True),
         (workload(("QuotaReserved", "True", "QuotaReserved", "Quota reserved in ClusterQueue cq"),
-                  ("Admitted", "True", "Admitted", "The workload is admitted")), "Admitted", "admitted by Kueue", False),
+                  ("Admitted", "True", "Admitted", "The workload is admitted")),
+         "Admitted", "admitted by Kueue", False),
     ]
     for found, reason, words, stalled in cases:
         s = status(held, [], spec=QUEUED, workload=found)
