@@ -60,11 +60,12 @@ def die_with_parent() -> None:
 class _Process:
     """A server in its own process group, logging to a file."""
 
-    def __init__(self, name: str, argv: list[str], log: Path) -> None:
+    def __init__(self, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.name, self.log = name, log
         with log.open("wb") as out:
             self.popen = subprocess.Popen(
                 argv,
+                env={**os.environ, **(env or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -1,0 +1,72 @@
+"""Kueue decides who runs: on the real control plane with a real Kueue, a resource's status says
+what Kueue decided in Kueue's own words (a missing LocalQueue, a preemption, a quota wait), and a
+video preempted by a higher priority resumes from its checkpoint once readmitted, to the very video
+of its twin run alone. The operator runs under the chart's identity (it reads Workloads)."""
+
+import json
+
+import pytest
+
+from tests.e2e.test_operator import apply, local_operator, status_of, tiny_manifest
+from tests.e2e.test_operator import namespace as namespace  # noqa: F401 - the fixture
+from tests.support.services import wait_until
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module")
+def operator(kube_cluster, kube_bin, pod_executor, redis_server, s3_server, kueue, tmp_path_factory):
+    server = local_operator(kube_cluster, kube_bin, s3_server, redis_server, tmp_path_factory,
+                            VIDEOGEN_ALLOWED_WORKLOAD_PRIORITY_CLASSES=json.dumps(["low", "high"]),
+                            VIDEOGEN_CHECKPOINT_SECONDS="0.05")
+    yield server
+    server.stop()
+    assert "Traceback" not in server.log.read_text(errors="replace")
+
+
+def conditions(status: dict) -> dict[str, dict]:
+    return {c["type"]: c for c in status.get("conditions") or []}
+
+
+def test_a_missing_local_queue_is_a_hold_that_needs_someone_and_says_so(operator, namespace, kueue, tiny_models):
+    cluster = operator.cluster
+    apply(cluster, namespace, tiny_manifest(tiny_models, "nowhere", queueName="no-such-queue"))
+    wait_until(lambda: status_of(cluster, namespace, "nowhere").get("reason") == "Inadmissible", 60, "Inadmissible")
+    status = status_of(cluster, namespace, "nowhere")
+    assert status["phase"] == "Queued" and "LocalQueue no-such-queue doesn't exist" in status["message"]
+    stalled = conditions(status)["Stalled"]
+    assert stalled["status"] == "True" and stalled["message"].startswith("Inadmissible: ")
+
+
+def test_a_quota_wait_and_a_preemption_in_kueues_words_and_the_preempted_video_ends_as_its_twin(
+        operator, namespace, kueue, tiny_models, redis_client):
+    cluster = operator.cluster
+    queue = kueue.queue(namespace, gpus=1)
+    low = {"queueName": queue, "workloadPriorityClassName": "low", "sampling": {"steps": 60, "seed": 11}}
+    apply(cluster, namespace, tiny_manifest(tiny_models, "low", **low))
+    step = lambda: int(redis_client.hget(f"videogen:task:{namespace}.low", "step") or 0)  # noqa: E731
+    wait_until(lambda: step() >= 1, 180, "the low-priority video running")
+    apply(cluster, namespace, tiny_manifest(tiny_models, "twin", **low))  # the same video, to run alone after
+    wait_until(lambda: status_of(cluster, namespace, "twin").get("reason") == "WaitingForQuota", 60, "a quota wait")
+    waiting = status_of(cluster, namespace, "twin")
+    assert waiting["phase"] == "Queued" and "insufficient unused quota for nvidia.com/gpu" in waiting["message"]
+    assert conditions(waiting)["Stalled"]["status"] == "False"  # it ends by itself
+    wait_until(lambda: step() >= 15, 180, "step 15 of the low-priority video")
+
+    apply(cluster, namespace, tiny_manifest(tiny_models, "high", queueName=queue, workloadPriorityClassName="high",
+                                            sampling={"steps": 4, "seed": 2}))
+    seen = []
+
+    def preempted():
+        seen.append(status_of(cluster, namespace, "low"))
+        return seen[-1].get("reason") == "Preempted"
+
+    wait_until(preempted, 120, "the low-priority video preempted")
+    assert seen[-1]["phase"] == "Queued" and "Preempted to accommodate a workload" in seen[-1]["message"]
+    cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", "vg/high", "--timeout=180s")
+    cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", "vg/low", "--timeout=240s")
+    cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", "vg/twin", "--timeout=240s")
+    resumed, twin = status_of(cluster, namespace, "low"), status_of(cluster, namespace, "twin")
+    assert resumed["output"]["sha256"] == twin["output"]["sha256"]
+    assert resumed["output"]["resumedFromStep"] >= 15 and "resumedFromStep" not in twin["output"]
+    assert resumed["attempts"] == 1  # a preemption is no failed attempt
