@@ -34,6 +34,8 @@ ADMISSION = [
     ({"reporting": {"passwordSecret": {"name": "a b", "key": "k"}}}, "spec.reporting.passwordSecret.name", "DNS"),
     ({"priorityClassName": "Top!"}, "spec.priorityClassName", "DNS-1123"),
     ({"queueName": "team queue"}, "spec.queueName", "DNS-1123"),
+    ({"workloadPriorityClassName": "high"}, "spec.workloadPriorityClassName", "needs spec.queueName"),
+    ({"queueName": "gpus", "workloadPriorityClassName": "Top!"}, "spec.workloadPriorityClassName", "DNS-1123"),
     # Credentials in URLs: they would sit in plain text in the stored spec and the Job.
     ({"reporting": {"redisUrl": "redis://:password@redis:6379/0"}}, "spec.reporting.redisUrl", "user info"),
     ({"reporting": {"redisUrl": "rediss://default:pw@redis/0"}}, "spec.reporting.redisUrl", "user info"),
@@ -115,6 +117,8 @@ OPERATOR = [
                              ("s3://videos/", "'' is not a safe object key"))],
     ({"model": I2V, "image": "https://[64:ff9b::7f00:1]/x.png"}, "spec.image: host 64:ff9b::7f00:1 (that is 127"),
     ({"video": {"frames": 80}}, "spec.video.frames: must be 4k+1"),
+    ({"queueName": "gpus", "workloadPriorityClassName": "cluster-critical"},
+     "spec.workloadPriorityClassName: cluster-critical is not allowed by this operator (none allowed)"),
     ({"sampling": {"guidanceScale2": 2}, "model": {"preset": "ti2v-5b", "pvc": {"claimName": "m"}}},
      "spec.sampling.guidanceScale2: only the two-expert"),
     ({"loras": [{"path": "a.safetensors", "experts": "low_noise"}],

@@ -84,6 +84,9 @@ def test_kueue_jobs_start_suspended_with_the_queue_label():
     assert job["spec"]["suspend"] is True
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-batch"
     assert job["spec"]["template"]["spec"]["priorityClassName"] == "low"
+    assert "kueue.x-k8s.io/priority-class" not in job["metadata"]["labels"]
+    job, _ = build(queueName="gpu-batch", workloadPriorityClassName="high")
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "high"  # Kueue reads the Job's label
 
 
 def test_two_gpus_get_shared_memory_and_host_path_weights():
