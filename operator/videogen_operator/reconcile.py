@@ -101,7 +101,8 @@ def job_action(o: Observation, status: dict, ttl: int | None = None) -> str | No
     Never a second Job for a resource whose first is gone (lost_job). A finished Job gets its TTL
     only once its outcome is in the status as stored (o.old), never before. The user's suspend only
     ever adds a stop: without Kueue it suspends the Job; with Kueue (which un-suspends what it
-    admits) the Job is deleted, and created again on resume."""
+    admits) the Job is deleted, and created again on resume (its video resumes from the checkpoint
+    the stopped runner saved)."""
     spec, job = o.spec, o.job
     if spec is None:
         return None

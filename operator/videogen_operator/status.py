@@ -92,6 +92,8 @@ def phase_of(spec: VideoGenerationSpec, job: dict | None, pods: list[dict],
             message = spec_message(result.message or failed.get("message", ""))
             return "Failed", result.reason or failed["reason"], message
         return "Failed", failed.get("reason", "JobFailed"), result or failed.get("message", "")
+    if spec.suspend and job["metadata"].get("deletionTimestamp"):  # under Kueue, a stop deletes the Job
+        return "Suspended", "Stopping", "spec.suspend is true: the runner saves its checkpoint and stops"
     if job.get("spec", {}).get("suspend"):
         if spec.suspend:
             return "Suspended", "Suspended", "spec.suspend is true"

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.e2e.test_operator import apply, local_operator, status_of, tiny_manifest
+from tests.e2e.test_operator import apply, get, local_operator, status_of, tiny_manifest
 from tests.e2e.test_operator import namespace as namespace  # noqa: F401 - the fixture
 from tests.support.services import wait_until
 
@@ -63,10 +63,36 @@ def test_a_quota_wait_and_a_preemption_in_kueues_words_and_the_preempted_video_e
 
     wait_until(preempted, 120, "the low-priority video preempted")
     assert seen[-1]["phase"] == "Queued" and "Preempted to accommodate a workload" in seen[-1]["message"]
-    cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", "vg/high", "--timeout=180s")
-    cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", "vg/low", "--timeout=240s")
-    cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", "vg/twin", "--timeout=240s")
+    for name in ("high", "low", "twin"):
+        cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", f"vg/{name}", "--timeout=240s",
+                        timeout=250)
     resumed, twin = status_of(cluster, namespace, "low"), status_of(cluster, namespace, "twin")
     assert resumed["output"]["sha256"] == twin["output"]["sha256"]
     assert resumed["output"]["resumedFromStep"] >= 15 and "resumedFromStep" not in twin["output"]
     assert resumed["attempts"] == 1  # a preemption is no failed attempt
+
+
+def test_suspend_on_a_queued_and_an_admitted_video_and_back(operator, namespace, kueue, tiny_models, redis_client):
+    """A stop never fights Kueue: the queued video's Job is deleted (it never ran), the admitted
+    one's too (its runner saves its checkpoint); back to false, each is queued again, and the one
+    that had run resumes from its checkpoint."""
+    cluster = operator.cluster
+    queue = kueue.queue(namespace, gpus=1)
+    apply(cluster, namespace, tiny_manifest(tiny_models, "first", queueName=queue, sampling={"steps": 60, "seed": 5}))
+    wait_until(lambda: int(redis_client.hget(f"videogen:task:{namespace}.first", "step") or 0) >= 10, 180,
+               "step 10 of the first video")
+    apply(cluster, namespace, tiny_manifest(tiny_models, "second", queueName=queue, sampling={"steps": 4, "seed": 1}))
+    wait_until(lambda: status_of(cluster, namespace, "second").get("reason") == "WaitingForQuota", 60, "a quota wait")
+
+    for name in ("second", "first"):
+        cluster.kubectl("patch", "vg", name, "-n", namespace, "--type=merge", "-p", '{"spec": {"suspend": true}}')
+        cluster.kubectl("wait", "-n", namespace, "--for=condition=Suspended", f"vg/{name}", "--timeout=60s")
+        wait_until(lambda name=name: not get(cluster, namespace, "jobs", selector=f"videogen.io/name={name}")[
+            "items"], 60, f"the Job of {name} gone")
+    for name in ("second", "first"):
+        cluster.kubectl("patch", "vg", name, "-n", namespace, "--type=merge", "-p", '{"spec": {"suspend": false}}')
+    for name in ("second", "first"):
+        cluster.kubectl("wait", "-n", namespace, "--for=condition=Succeeded", f"vg/{name}", "--timeout=240s",
+                        timeout=250)
+    first, second = status_of(cluster, namespace, "first"), status_of(cluster, namespace, "second")
+    assert first["output"]["resumedFromStep"] >= 10 and "resumedFromStep" not in second["output"]
