@@ -3,12 +3,15 @@ what Kueue decided in Kueue's own words (a missing LocalQueue, a preemption, a q
 video preempted by a higher priority resumes from its checkpoint once readmitted, to the very video
 of its twin run alone. The operator runs under the chart's identity (it reads Workloads)."""
 
+import contextlib
 import json
+import uuid
 
 import pytest
 
-from tests.e2e.test_operator import apply, get, local_operator, status_of, tiny_manifest
+from tests.e2e.test_operator import apply, get, local_operator, namespace_secrets, status_of, tiny_manifest
 from tests.e2e.test_operator import namespace as namespace  # noqa: F401 - the fixture
+from tests.support.cluster import KubeError
 from tests.support.services import wait_until
 
 pytestmark = pytest.mark.cluster
@@ -96,3 +99,46 @@ def test_suspend_on_a_queued_and_an_admitted_video_and_back(operator, namespace,
                         timeout=250)
     first, second = status_of(cluster, namespace, "first"), status_of(cluster, namespace, "second")
     assert first["output"]["resumedFromStep"] >= 10 and "resumedFromStep" not in second["output"]
+
+
+@pytest.fixture
+def second_team(kube_cluster):
+    """Another team's namespace, with the Secret the chart asks of each."""
+    api = kube_cluster.api()
+    name = f"team-b-{uuid.uuid4().hex[:6]}"
+    api.create("/api/v1/namespaces", {"metadata": {"name": name}})
+    with contextlib.suppress(KubeError):  # unless the controller-manager was quicker
+        api.create(f"/api/v1/namespaces/{name}/serviceaccounts", {"metadata": {"name": "default"}})
+    namespace_secrets(kube_cluster, name)
+    yield name
+    api.delete(f"/api/v1/namespaces/{name}")
+
+
+def test_two_teams_in_one_cohort_each_get_their_share_of_a_burst(operator, namespace, second_team, kueue,
+                                                                    tiny_models, redis_client):
+    """One GPU each, in one cohort: alone, team a borrows b's idle GPU for its burst; once b asks,
+    Kueue reclaims b's share from a (a's borrowed video preempted, to resume later), so b's video
+    runs while a's burst is still under way, and every video ends once."""
+    cluster, a, b = operator.cluster, namespace, second_team
+    for team in (a, b):
+        kueue.queue(team, gpus=1, cohort=f"videos-{a}")
+    bursts = {a: [f"a{i}" for i in range(3)], b: ["b0"]}
+    for i, name in enumerate(bursts[a]):
+        apply(cluster, a, tiny_manifest(tiny_models, name, queueName="gpus", sampling={"steps": 40, "seed": i}))
+    running = lambda team: [n for n in bursts[team] if status_of(cluster, team, n).get("phase") == "Running"]  # noqa: E731
+    step = lambda name: int(redis_client.hget(f"videogen:task:{a}.{name}", "step") or 0)  # noqa: E731
+    wait_until(lambda: len([n for n in bursts[a] if step(n) >= 3]) == 2, 120,
+               "team a's burst denoising on both GPUs (one borrowed)")
+
+    apply(cluster, b, tiny_manifest(tiny_models, "b0", queueName="gpus", sampling={"steps": 4, "seed": 9}))
+    wait_until(lambda: running(b) == ["b0"], 120, "team b's video on its own GPU")
+    unfinished = [n for n in bursts[a] if status_of(cluster, a, n).get("phase") not in ("Succeeded", "Failed")]
+    assert len(unfinished) >= 2  # b did not wait for a's burst
+    assert len(running(a)) <= 1  # a is back to its share
+    for team, names in bursts.items():
+        for name in names:
+            cluster.kubectl("wait", "-n", team, "--for=condition=Succeeded", f"vg/{name}", "--timeout=240s",
+                            timeout=250)
+    outputs = [status_of(cluster, a, n)["output"] for n in bursts[a]]
+    assert len([o for o in outputs if o.get("resumedFromStep")]) == 1  # the borrowed GPU's video, reclaimed
+    assert all(status_of(cluster, a, n)["attempts"] == 1 for n in bursts[a])

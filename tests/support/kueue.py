@@ -37,14 +37,16 @@ class Kueue:
         self.cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
                                                                     "items": list(objects)}))
 
-    def queue(self, namespace: str, gpus: int, name: str = "gpus") -> str:
-        """A ClusterQueue of `gpus` nvidia.com/gpu for this namespace alone (preempting by priority),
-        and its LocalQueue `name` there."""
+    def queue(self, namespace: str, gpus: int, name: str = "gpus", cohort: str | None = None) -> str:
+        """A ClusterQueue of `gpus` nvidia.com/gpu for this namespace alone (preempting by priority,
+        and in a `cohort`, borrowing what the others leave unused and reclaiming its own), and its
+        LocalQueue `name` there."""
         cluster_queue = f"cq-{namespace}"
         self.apply(
             {"apiVersion": API, "kind": "ClusterQueue", "metadata": {"name": cluster_queue}, "spec": {
                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-                "preemption": {"withinClusterQueue": "LowerPriority"},
+                **({"cohortName": cohort} if cohort else {}),
+                "preemption": {"withinClusterQueue": "LowerPriority", "reclaimWithinCohort": "Any"},
                 "resourceGroups": [{"coveredResources": ["nvidia.com/gpu"], "flavors": [
                     {"name": "default-flavor", "resources": [{"name": "nvidia.com/gpu", "nominalQuota": gpus}]}]}]}},
             {"apiVersion": API, "kind": "LocalQueue", "metadata": {"name": name, "namespace": namespace},
