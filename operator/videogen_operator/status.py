@@ -128,20 +128,20 @@ def kueue_hold(queue: str | None, workload: dict | None) -> tuple[str, str]:
     for quota, or admitted (the Job is being started)."""
     if workload is None:
         return "WaitingForAdmission", f"waiting for Kueue to admit it from queue {queue}"
-    now = {c["type"]: c for c in workload["conditions"]}
-    said = lambda kind: now.get(kind, {}).get("message") or ""  # noqa: E731
-    is_ = lambda kind, value="True": now.get(kind, {}).get("status") == value  # noqa: E731
-    reason = lambda kind: now.get(kind, {}).get("reason") or ""  # noqa: E731
-    if not workload["active"] or (is_("Evicted") and reason("Evicted").startswith("Deactivated")):
-        return "Deactivated", (said("Evicted") or "its Kueue Workload is deactivated") + \
+    # (status, reason, message) of each condition type; absent ones as ("Unknown", "", "").
+    said = {c["type"]: (c.get("status"), c.get("reason") or "", c.get("message") or "") for c in workload["conditions"]}
+    evicted, evicted_why, evicted_words = said.get("Evicted", ("Unknown", "", ""))
+    reserved, reserved_why, reserved_words = said.get("QuotaReserved", ("Unknown", "", ""))
+    if not workload["active"] or (evicted == "True" and evicted_why.startswith("Deactivated")):
+        return "Deactivated", (evicted_words or "its Kueue Workload is deactivated") + \
             "; it runs once an admin reactivates its Workload (spec.active)"
-    if is_("QuotaReserved", "False") and reason("QuotaReserved") == "Inadmissible":
-        return "Inadmissible", f"{said('QuotaReserved')} (queue {queue}): Kueue admits it once that is fixed"
-    if is_("Admitted"):
+    if reserved == "False" and reserved_why == "Inadmissible":
+        return "Inadmissible", f"{reserved_words} (queue {queue}): Kueue admits it once that is fixed"
+    if said.get("Admitted", ("",))[0] == "True":
         return "Admitted", f"admitted by Kueue from queue {queue}; the Job is starting"
-    waiting = said("QuotaReserved") if is_("QuotaReserved", "False") else ""
-    if is_("Evicted") and reason("Evicted") == "Preempted":
-        return "Preempted", said("Evicted") + (f"; waiting again: {waiting}" if waiting else "")
+    waiting = reserved_words if reserved == "False" else ""
+    if evicted == "True" and evicted_why == "Preempted":
+        return "Preempted", evicted_words + (f"; waiting again: {waiting}" if waiting else "")
     if waiting:
         return "WaitingForQuota", f"{waiting} (queue {queue})"
     return "WaitingForAdmission", f"waiting for Kueue to admit it from queue {queue}"

@@ -47,6 +47,12 @@ class LoadedPipeline:
     cfg_groups: int = 1  # 2: this process computes one of the two guidance passes (parallel.py)
 
 
+def transformers_of(pipe) -> list:
+    """The pipeline's transformers: one, or the A14B models' two experts."""
+    experts = (pipe.transformer, getattr(pipe, "transformer_2", None))
+    return list({id(t): t for t in experts if t is not None}.values())
+
+
 def pipeline_class(request: GenerationRequest) -> type:
     uses_image = request.task == "i2v" or (request.task == "ti2v" and request.image is not None)
     return WanImageToVideoPipeline if uses_image else WanPipeline
@@ -110,7 +116,7 @@ def configure(pipe, request: GenerationRequest, device: torch.device, warm: bool
     loaded = LoadedPipeline(pipe=pipe, device=device, attention_backend="", scheduler_config=pipe.scheduler.config,
                             expand_timesteps=bool(pipe.config.expand_timesteps), request=request, warm=warm)
 
-    # 3. The VAE decode rewired to move less memory for the same arithmetic (vae_decode.py), and as
+    # 1. The VAE decode rewired to move less memory for the same arithmetic (vae_decode.py), and as
     #    an opt-in approximation, the VAE in bfloat16 (the pipeline casts its inputs to the VAE's
     #    dtype: the decoded latents, and for image-to-video the encoded image). Before placement,
     #    so that offload hooks see the final modules.
@@ -119,17 +125,12 @@ def configure(pipe, request: GenerationRequest, device: torch.device, warm: bool
     if acceleration.vae_bf16:
         pipe.vae.to(torch.bfloat16)
 
-    # 4. Placement and LoRAs (into one or both experts). Without offload, everything goes to the
+    # 2. Placement and LoRAs (into one or both experts). Without offload, everything goes to the
     #    device first (unless already spread), so that LoRAs are merged there rather than on the
     #    CPU (a rank of several GPUs loads to the CPU); offload hooks instead must see the merged
-    #    weights, so they come after the LoRAs. LoRAs merge into weights: those still being read
-    #    in the background are waited for.
-    experts = (pipe.transformer, getattr(pipe, "transformer_2", None))
-    transformers = list({id(t): t for t in experts if t is not None}.values())
+    #    weights, so they come after the LoRAs.
+    transformers = transformers_of(pipe)
     loras = [] if warm else request.loras  # a warm runner's LoRAs are each video's (per_video)
-    if loras:
-        for transformer in transformers:
-            background_load.wait(transformer)
     if acceleration.offload == "none":
         if getattr(pipe, "hf_device_map", None) is None:
             pipe.to(device)
@@ -141,7 +142,7 @@ def configure(pipe, request: GenerationRequest, device: torch.device, warm: bool
         else:
             pipe.enable_sequential_cpu_offload(device=device)
 
-    # 5.-8. The transformers: attention, step cache, FP8, compilation; with several processes, the
+    # 3.-6. The transformers: attention, step cache, FP8, compilation; with several processes, the
     #    sequence split among them, or the guidance passes between two halves of them.
     loaded.cfg_groups = parallel.cfg_groups(request)
     loaded.attention_backend = attention.choose(acceleration.attention_backend, device, pipe.transformer.dtype,
@@ -177,13 +178,13 @@ def accelerate_transformers(transformers: list, request: GenerationRequest, devi
     """What each transformer gets: nothing here reads its weights before its first forward, except
     FP8, which quantizes them (and so waits for those still being read)."""
     acceleration = request.acceleration
-    # 5. Attention: the fastest backend verified to run here.
+    # 3. Attention: the fastest backend verified to run here.
     for transformer in transformers:
         transformer.set_attention_backend(backend)
     if parallel.world_size() > 1:  # each process attends over its share of the heads (Ulysses)
         parallel.split_sequence(transformers, device.type, parallel.cfg_groups(request))
 
-    # 6. Opt-in approximation: a step cache skips transformer work that barely changes between
+    # 4. Opt-in approximation: a step cache skips transformer work that barely changes between
     #    steps (quality gate and speed-ups: bench/RESULTS.md).
     for transformer in transformers:
         if acceleration.step_cache == "first_block":
@@ -192,7 +193,7 @@ def accelerate_transformers(transformers: list, request: GenerationRequest, devi
             transformer.enable_cache(TaylorSeerCacheConfig(cache_interval=5, disable_cache_before_step=3,
                                                            max_order=1, use_lite_mode=True))
 
-    # 7. Opt-in approximation: FP8 matrix products in the transformers' linear layers.
+    # 5. Opt-in approximation: FP8 matrix products in the transformers' linear layers.
     if acceleration.fp8:
         if device.type != "cuda":
             raise InvalidRequest("acceleration.fp8: needs a GPU with FP8 matrix units (Hopper or newer)")
@@ -204,7 +205,7 @@ def accelerate_transformers(transformers: list, request: GenerationRequest, devi
             background_load.wait(transformer)
             quantize_(transformer, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), filter_fn=in_blocks)
 
-    # 8. Regional compilation: the repeated transformer block compiled once, reused 30-40 times.
+    # 6. Regional compilation: the repeated transformer block compiled once, reused 30-40 times.
     if acceleration.compile and device.type == "cuda":
         for transformer in transformers:  # a step cache's hooks break the graph on purpose
             transformer.compile_repeated_blocks(fullgraph=acceleration.step_cache == "none")
@@ -212,7 +213,11 @@ def accelerate_transformers(transformers: list, request: GenerationRequest, devi
 
 def load_loras(pipe, loras: list, fuse: bool) -> None:
     """Each LoRA becomes a named adapter in the experts it targets, at its weight; merged into the
-    weights when `fuse` (rounded once to their dtype: no per-step LoRA work, plain compiled blocks)."""
+    weights when `fuse` (rounded once to their dtype: no per-step LoRA work, plain compiled blocks).
+    LoRAs change the weights: those still being read in the background are waited for."""
+    if loras:
+        for transformer in transformers_of(pipe):
+            background_load.wait(transformer)
     adapters: dict[str, tuple[list[str], list[float]]] = {"transformer": ([], []), "transformer_2": ([], [])}
     for i, lora in enumerate(loras):
         name = f"lora{i}"
@@ -269,10 +274,7 @@ def per_video(loaded: LoadedPipeline, request: GenerationRequest):
     uniform = request.acceleration.uniform_timesteps and isinstance(pipe, WanPipeline)
     pipe.register_to_config(expand_timesteps=loaded.expand_timesteps and not uniform)
     loaded.request = request
-    if loaded.warm and request.loras:
-        for transformer in (pipe.transformer, getattr(pipe, "transformer_2", None)):
-            if transformer is not None:
-                background_load.wait(transformer)
+    if loaded.warm:
         load_loras(pipe, request.loras, fuse=False)
     try:
         yield pipe
@@ -281,7 +283,7 @@ def per_video(loaded: LoadedPipeline, request: GenerationRequest):
             pipe.unload_lora_weights()
         pipe.register_to_config(expand_timesteps=loaded.expand_timesteps)
         pipe.scheduler = loaded_scheduler
-        for transformer in (pipe.transformer, getattr(pipe, "transformer_2", None)):
+        for transformer in transformers_of(pipe):
             hooks = getattr(transformer, "_diffusers_hook", None)
             if hooks is not None:
                 hooks.reset_stateful_hooks()
@@ -394,8 +396,7 @@ def generate_frames(
         with torch.inference_mode(), vae_decode.frames_as_decoded(pipe, on_frames):
             frames = pipe(**call).frames[0].permute(0, 2, 3, 1)  # one video: (frames, 3, H, W) → (frames, H, W, 3)
         sync()
-        experts = [pipe.transformer, getattr(pipe, "transformer_2", None)]
-        timings.weights_wait = round(background_load.waited(experts), 3)
+        timings.weights_wait = round(background_load.waited(transformers_of(pipe)), 3)
         timings.denoise = round(decode_started[0] - started, 3)
         timings.decode = round(time.perf_counter() - decode_started[0], 3)
         return frames

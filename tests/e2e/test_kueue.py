@@ -3,15 +3,13 @@ what Kueue decided in Kueue's own words (a missing LocalQueue, a preemption, a q
 video preempted by a higher priority resumes from its checkpoint once readmitted, to the very video
 of its twin run alone. The operator runs under the chart's identity (it reads Workloads)."""
 
-import contextlib
 import json
 import uuid
 
 import pytest
 
-from tests.e2e.test_operator import apply, get, local_operator, namespace_secrets, status_of, tiny_manifest
+from tests.e2e.test_operator import apply, get, local_operator, status_of, team_namespace, tiny_manifest
 from tests.e2e.test_operator import namespace as namespace  # noqa: F401 - the fixture
-from tests.support.cluster import KubeError
 from tests.support.services import wait_until
 
 pytestmark = pytest.mark.cluster
@@ -104,14 +102,9 @@ def test_suspend_on_a_queued_and_an_admitted_video_and_back(operator, namespace,
 @pytest.fixture
 def second_team(kube_cluster):
     """Another team's namespace, with the Secret the chart asks of each."""
-    api = kube_cluster.api()
-    name = f"team-b-{uuid.uuid4().hex[:6]}"
-    api.create("/api/v1/namespaces", {"metadata": {"name": name}})
-    with contextlib.suppress(KubeError):  # unless the controller-manager was quicker
-        api.create(f"/api/v1/namespaces/{name}/serviceaccounts", {"metadata": {"name": "default"}})
-    namespace_secrets(kube_cluster, name)
+    name = team_namespace(kube_cluster, f"team-b-{uuid.uuid4().hex[:6]}")
     yield name
-    api.delete(f"/api/v1/namespaces/{name}")
+    kube_cluster.api().delete(f"/api/v1/namespaces/{name}")
 
 
 def test_two_teams_in_one_cohort_each_get_their_share_of_a_burst(operator, namespace, second_team, kueue,

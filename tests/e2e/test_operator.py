@@ -1,6 +1,7 @@
 """The operator end to end on the real control plane: kubectl apply → Job → the runner as a
 local process on the fake GPU node → MP4 in S3 → status; with real Redis and S3 servers."""
 
+import contextlib
 import hashlib
 import json
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.cluster import KubeError
 from tests.support.services import S3_CREDENTIALS, Server, free_port, s3_client, wait_until
 from videogen_runner.progress import ProgressState
 from videogen_runner.result import RunResult, VideoOutput
@@ -103,6 +105,16 @@ def namespace_secrets(cluster, namespace: str) -> None:
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-credentials"},
               "stringData": {k: v for k, v in S3_CREDENTIALS.items() if k.startswith("AWS_") and "KEY" in k}}
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(secret))
+
+
+def team_namespace(cluster, name: str) -> str:
+    """A team's namespace as the chart finds it: its default ServiceAccount and the S3 Secret."""
+    api = cluster.api()
+    api.create("/api/v1/namespaces", {"metadata": {"name": name}})
+    with contextlib.suppress(KubeError):  # unless the controller-manager was quicker
+        api.create(f"/api/v1/namespaces/{name}/serviceaccounts", {"metadata": {"name": "default"}})
+    namespace_secrets(cluster, name)
+    return name
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ as team a's user, team b holds everything the chart gives it (its Secrets, its o
 can neither write a's progress nor nudge the operator about a's task; a's resource ends with a's
 own outcome, and its status never shows anything b wrote."""
 
-import contextlib
 import hashlib
 import json
 import threading
@@ -12,9 +11,8 @@ import uuid
 import pytest
 import redis
 
-from tests.e2e.test_operator import BUCKET, apply, get, local_operator, namespace_secrets, status_of, tiny_manifest
+from tests.e2e.test_operator import BUCKET, apply, get, local_operator, status_of, team_namespace, tiny_manifest
 from tests.helm.test_redis_acl import PASSWORDS, chart_acl, sha
-from tests.support.cluster import KubeError
 from tests.support.services import redis_process, s3_client
 
 pytestmark = pytest.mark.cluster
@@ -32,10 +30,7 @@ def two_teams(kube_cluster, kube_bin, pod_executor, s3_server, tmp_path, tmp_pat
     fenced = redis_process(tmp_path, "--aclfile", str(tmp_path / "users.acl"), password=PASSWORDS["default"])
     fenced.start()
     for name in (a, b):
-        api.create("/api/v1/namespaces", {"metadata": {"name": name}})
-        with contextlib.suppress(KubeError):  # unless the controller-manager was quicker
-            api.create(f"/api/v1/namespaces/{name}/serviceaccounts", {"metadata": {"name": "default"}})
-        namespace_secrets(kube_cluster, name)
+        team_namespace(kube_cluster, name)
         api.create(f"/api/v1/namespaces/{name}/secrets", {"metadata": {"name": "redis-auth"}, "stringData": {
             "REDIS_USERNAME": f"videogen-{name}", "REDIS_PASSWORD": passwords[name]}})
     operator = local_operator(kube_cluster, kube_bin, s3_server, fenced, tmp_path_factory,
